@@ -27,9 +27,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-# Longer side(s) of the face detector input; 300 is the size res10 was trained
-# at, 600 finds the smaller faces of group photos. Tune here.
-DEFAULT_DETECT_SIZES = (300, 600)
+# Longer side(s) of the face detector input, chosen with tests/score_scenes.py on street scenes
+# (README): 400 keeps res10 (trained at 300) near its scale, 800 finds the small faces of crowds.
+DEFAULT_DETECT_SIZES = (400, 800)
+DEFAULT_BORDER = 0.3  # see --border
+DEFAULT_CONFIDENCE = 0.4  # 2020: 0.5; 0.4 finds more small faces in scenes (README)
 # Image types OpenCV reads (cv2.imread docs); folders expand to these files.
 IMAGE_EXTENSIONS = (".bmp", ".dib", ".jpg", ".jpeg", ".jpe", ".jp2", ".png", ".webp", ".avif",
                     ".pbm", ".pgm", ".ppm", ".pxm", ".pnm", ".sr", ".ras", ".tif", ".tiff",
@@ -48,6 +50,9 @@ WINDOW = "Face mask detector"
 SSD_MEAN = (104.0, 177.0, 123.0)
 # res10_300x300_ssd was trained on 300x300 inputs (OpenCV samples/dnn/face_detector).
 SSD_SIZE = 300
+# An input larger than the photo is there to find small faces; bigger boxes from it are
+# dropped (2x upscaled, a blank wall gave a 0.99 'face' at the photo's edge).
+UPSCALED_MAX_FACE = 64
 # Shortest input side res10 accepts (its pooling layers fail below it); no face fits in less anyway.
 SSD_MIN_SIDE = 5
 # Classifier input (width, height): MobileNetV2 at 224x224, as trained in 2020.
@@ -104,7 +109,7 @@ def count(minimum):
     return parse
 
 
-def add_model_arguments(parser, detect_sizes):
+def add_model_arguments(parser, detect_sizes, border, confidence):
     """The options both scripts share: face detector, classifier, thresholds."""
     parser.add_argument("-f", "--face", default=DEFAULT_FACE_DIR, metavar="DIR",
                         help=f"folder with {CAFFEMODEL} and deploy.prototxt (default: %(default)s, "
@@ -112,12 +117,15 @@ def add_model_arguments(parser, detect_sizes):
     parser.add_argument("-m", "--model", metavar="PATH",
                         help="mask classifier: .tflite, .keras or legacy .h5/.model "
                              f"(default: the first of {', '.join(DEFAULT_MODEL)} found)")
-    parser.add_argument("-c", "--confidence", type=probability, default=0.5, metavar="P",
+    parser.add_argument("-c", "--confidence", type=probability, default=confidence, metavar="P",
                         help="minimum face detection confidence, 0-1 (default: %(default)s)")
     parser.add_argument("--detect-size", type=count(0), nargs="+", default=list(detect_sizes),
                         metavar="N", help="longer side in pixels of the face detector input; several "
                         "sizes are merged, 0 = native resolution (default: %(default)s)")
-    parser.add_argument("--nms", type=probability, default=0.4, metavar="IOU",
+    parser.add_argument("--border", type=probability, default=border, metavar="F",
+                        help="when no face is found, look again inside a black border of this fraction "
+                        "of the longer side (close-ups); 0 = off (default: %(default)s)")
+    parser.add_argument("--nms", type=probability, default=0.3, metavar="IOU",
                         help="overlap above which duplicate faces are merged (default: %(default)s)")
     parser.add_argument("--threads", type=count(1), default=2, metavar="N",
                         help="CPU threads for the networks (default: %(default)s)")
@@ -249,8 +257,24 @@ def preprocess_faces(frame_bgr, boxes):
     return batch, kept
 
 
-def detect_faces(frame, net, confidence, sizes, nms):
-    """Run the SSD at each size; return [(box, score)] merged by NMS, best first."""
+def detect_faces(frame, net, confidence, sizes, nms, border=0.0):
+    """Run the SSD at each size; return [(box, score)] merged by NMS, best first.
+
+    When nothing is found and border > 0, look once more with the frame framed by a black border of
+    that fraction of its longer side: the SSD misses faces that fill the whole photo (close-ups)."""
+    faces = ssd_faces(frame, net, confidence, sizes, nms)
+    if faces or border <= 0:
+        return faces
+    height, width = frame.shape[:2]
+    pad = int(round(border * max(width, height)))
+    framed = cv2.copyMakeBorder(frame, pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=(0, 0, 0))
+    shifted = [((x1 - pad, y1 - pad, x2 - pad, y2 - pad), score)
+               for (x1, y1, x2, y2), score in ssd_faces(framed, net, confidence, sizes, nms)]
+    return [(box, score) for box, score in ((clip_box(b, width, height), s) for b, s in shifted) if box]
+
+
+def ssd_faces(frame, net, confidence, sizes, nms):
+    """One SSD pass per input size over the frame, merged by NMS."""
     height, width = frame.shape[:2]
     boxes, scores = [], []
     for size in sizes:
@@ -260,8 +284,11 @@ def detect_faces(frame, net, confidence, sizes, nms):
         resized = frame if (w, h) == (width, height) else cv2.resize(frame, (w, h))
         net.setInput(cv2.dnn.blobFromImage(resized, 1.0, (w, h), SSD_MEAN, swapRB=False))
         detections = net.forward()[0, 0]  # rows: image id, class, score, x1, y1, x2, y2 (0-1)
+        upscaled = w > width
         for score, x1, y1, x2, y2 in detections[detections[:, 2] >= confidence, 2:7]:
             box = clip_box((x1 * width, y1 * height, x2 * width, y2 * height), width, height)
+            if box and upscaled and max(box[2] - box[0], box[3] - box[1]) > UPSCALED_MAX_FACE:
+                continue  # big faces come from the other passes; upscaled ones invent faces on walls
             if box:
                 boxes.append(box)
                 scores.append(float(score))
@@ -272,13 +299,13 @@ def detect_faces(frame, net, confidence, sizes, nms):
     return [(boxes[i], scores[i]) for i in keep]
 
 
-def detect_and_classify(frame, net, classifier, confidence, sizes, nms):
+def detect_and_classify(frame, net, classifier, confidence, sizes, nms, border=0.0):
     """Find faces in a BGR frame and classify all of them in one batch.
 
     Returns [{"box": [x1, y1, x2, y2], "confidence", "label", "probability"}].
     """
     frame = to_bgr8(frame)
-    faces = detect_faces(frame, net, confidence, sizes, nms)
+    faces = detect_faces(frame, net, confidence, sizes, nms, border)
     batch, kept = preprocess_faces(frame, [box for box, _ in faces])
     probs = classifier.predict(batch) if kept else np.zeros((0, len(LABELS)), np.float32)
     results = []
@@ -575,7 +602,7 @@ def parse_args(argv=None):
                         help="save the annotated image here (a folder, created, for several images)")
     parser.add_argument("--json", action="store_true",
                         help="print one JSON object per image instead of text lines")
-    add_model_arguments(parser, DEFAULT_DETECT_SIZES)
+    add_model_arguments(parser, DEFAULT_DETECT_SIZES, DEFAULT_BORDER, DEFAULT_CONFIDENCE)
     return parser.parse_args(argv)
 
 
@@ -693,7 +720,8 @@ def run(args):
             print(f"error: {exc}", file=sys.stderr)
             failed += 1
             continue
-        faces = detect_and_classify(frame, net, classifier, args.confidence, args.detect_size, args.nms)
+        faces = detect_and_classify(frame, net, classifier, args.confidence, args.detect_size, args.nms,
+                                    args.border)
         if args.json:
             print(json.dumps({"image": str(path), "faces": [face_json(f) for f in faces]}), flush=True)
         else:

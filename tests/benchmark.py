@@ -27,12 +27,14 @@ crops of matplotlib's grace_hopper.jpg, skimage's astronaut and examples/*.jpg):
     --no-display --json, with the Keras model and with the LiteRT model.
 
 Each video loop, and each classifier family, runs in its own subprocess so that the peak
-memory (RSS high-water mark, getrusage in the child) of one does not mix with another;
-the video loops alternate --repeat times and the median FPS is reported. Each loop is
-warmed up on the first frame (Keras traces its predict function on the first call) and
-then timed over the whole video. The machine may be shared: compare only the ratios of
-one run. Exit status: 0 all targets met, 1 a target missed or a measurement failed,
-2 bad arguments (e.g. a model file missing).
+memory (RSS high-water mark, getrusage in the child) of one does not mix with another.
+The two video loops run side by side: both processes are started and warmed up on the
+first frame (Keras traces its predict function on its first call), then they take turns,
+CHUNK_FRAMES frames each (ABBA order), until each has gone --repeat times over the video,
+so that both see the same load on a shared machine; FPS = frames / summed per-frame time.
+Classifier times are medians (p50) of many calls. Absolute times follow the machine's
+load (printed); compare the ratios of one run. Exit status: 0 all targets met, 1 a
+target missed or a measurement failed, 2 bad arguments (e.g. a model file missing).
 """
 import argparse
 import hashlib
@@ -121,12 +123,12 @@ def square_around(box, width, height, margin=TILE_MARGIN):
 
 
 def summarize(seconds):
-    """Milliseconds mean / p50 / p90 of a list of durations in seconds."""
+    """Milliseconds mean / p50 / p90 / min of a list of durations in seconds."""
     if not seconds:
-        return {"mean": None, "p50": None, "p90": None, "n": 0}
+        return {"mean": None, "p50": None, "p90": None, "min": None, "n": 0}
     ms = np.asarray(seconds, np.float64) * 1000.0
     return {"mean": float(ms.mean()), "p50": float(np.percentile(ms, 50)),
-            "p90": float(np.percentile(ms, 90)), "n": int(ms.size)}
+            "p90": float(np.percentile(ms, 90)), "min": float(ms.min()), "n": int(ms.size)}
 
 
 def median(values):
@@ -188,16 +190,16 @@ def format_table(results):
                      f"{stage_cells(stages['draw']):<13}{fmt(run['faces_per_frame'], 2):>5}"
                      f"{fmt(run['peak_rss_mib'], 0, ' MiB'):>10}")
     lines.append(f"{'ratio pipeline/reference':<24}{fmt(video['ratio'], 2, 'x'):>6}  "
-                 f"(FPS of each run: reference {', '.join(fmt(v) for v in video['reference']['fps_runs'])}; "
+                 f"(FPS of each pass: reference {', '.join(fmt(v) for v in video['reference']['fps_runs'])}; "
                  f"pipeline {', '.join(fmt(v) for v in video['pipeline']['fps_runs'])})")
     clf = results["classifier"]
-    lines += ["", f"{'classifier alone, ONE face':<34}{'ms/call p50':>12}{'p90':>8}   agreement with Keras "
+    lines += ["", f"{'classifier alone, ONE face':<34}{'ms/call p50':>12}{'p90':>8}{'min':>8}   agreement with Keras "
                   f"on {meta['face_tiles']} faces (same label, max |dp|)"]
     for row in clf["rows"]:
         agree = row.get("agreement")
         text = "-" if agree is None else (f"{agree['same_labels']}/{agree['faces']}, "
                                           f"{fmt(agree['max_abs_diff'], 4)}")
-        lines.append(f"{row['name']:<34}{fmt(row['p50'], 2):>12}{fmt(row['p90'], 2):>8}   {text}")
+        lines.append(f"{row['name']:<34}{fmt(row['p50'], 2):>12}{fmt(row['p90'], 2):>8}{fmt(row['min'], 2):>8}   {text}")
     lines.append(f"{'(crop + preprocess of 1 face)':<34}{fmt(clf['preprocess_ms'], 2):>12}")
     lines.append(f"peak RSS: Keras process {fmt(clf['keras_peak_rss_mib'], 0, ' MiB')}, LiteRT process "
                  f"{fmt(clf['tflite_peak_rss_mib'], 0, ' MiB')} (TensorFlow imported: "
@@ -230,7 +232,8 @@ def parse_args(argv=None):
                              "detect_mask_video.py loads by default); <stem>_float32/_float16/_int8.tflite "
                              "beside it are timed too")
     parser.add_argument("--repeat", type=int, default=DEFAULT_REPEAT,
-                        help="runs of each measurement; medians are reported (default: %(default)s)")
+                        help="passes over the video, rounds of classifier calls and runs of "
+                             "detect_mask_image.py (default: %(default)s)")
     parser.add_argument("--json", type=Path, metavar="FILE", help="also write all results here as JSON")
     # Internal: one measurement in a child process.
     parser.add_argument("--child", choices=("reference", "pipeline", "keras", "tflite"), help=argparse.SUPPRESS)
@@ -406,6 +409,7 @@ def child_pipeline(args):
     net = dmv.load_face_detector(options.face)
     classifier = dmv.load_classifier(dmv.find_model(options.model), options.threads)
     smoothed = [None]
+    extra = (options.border,) if hasattr(options, "border") else ()  # as process() passes it
 
     def step(capture, timings):
         start = time.perf_counter()
@@ -415,7 +419,7 @@ def child_pipeline(args):
         frame = dmv.to_bgr8(frame)
         decoded = time.perf_counter()
         faces = dmv.detect_and_classify(frame, net, classifier, options.confidence, options.detect_size,
-                                        options.nms)
+                                        options.nms, *extra)
         classified = time.perf_counter()
         rate = 1.0 / max(classified - start, 1e-6)
         smoothed[0] = rate if smoothed[0] is None else (dmv.FPS_SMOOTHING * smoothed[0]
@@ -431,7 +435,8 @@ def child_pipeline(args):
     serve_video(args, step, lambda: {
         "tensorflow_imported": "tensorflow" in sys.modules,
         "options": {"detect_size": options.detect_size, "threads": options.threads,
-                    "confidence": options.confidence, "model": str(dmv.find_model(options.model))}})
+                    "confidence": options.confidence, "border": getattr(options, "border", None),
+                    "model": str(dmv.find_model(options.model))}})
 
 
 def serve_video(args, step, info):
@@ -586,7 +591,7 @@ def measure_video(args, video, workdir, log):
         frames = {kind: [] for kind in VIDEO_KINDS}
         total, round_ = args.frames * args.repeat, 0
         while len(frames["reference"]) < total:
-            count = min(CHUNK_FRAMES, total - len(frames["reference"]))
+            count = min(CHUNK_FRAMES, args.frames - len(frames["reference"]) % args.frames)
             for kind in (VIDEO_KINDS if round_ % 2 == 0 else VIDEO_KINDS[::-1]):
                 frames[kind] += children[kind].chunk(count)
             round_ += 1
@@ -714,8 +719,9 @@ def main(argv=None):
     except SystemExit as exc:  # --help, or a usage error (status 2)
         return exc.code if isinstance(exc.code, int) else 2
     if args.child:
-        result = CHILDREN[args.child](args)
-        print(RESULT_MARK + json.dumps(result), flush=True)
+        result = CHILDREN[args.child](args)  # the video children answer by themselves
+        if result is not None:
+            print(RESULT_MARK + json.dumps(result), flush=True)
         return 0
     for path in (args.keras_model, args.tflite_model):
         if not path.is_file():

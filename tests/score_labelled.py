@@ -164,7 +164,8 @@ def json_safe(value):
 
 
 def build_command(python, inputs, extra):
-    return [python, str(DETECT_SCRIPT), "--image", *(os.path.abspath(p) for p in inputs), "--json", "--no-display", *extra]
+    return [python, str(DETECT_SCRIPT), "--image", *(os.path.abspath(p) for p in inputs),
+            "--json", "--no-display", *extra]
 
 
 def run_detect(command):

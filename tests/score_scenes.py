@@ -181,6 +181,11 @@ def summarize(records, false_positives, spurious, images, seconds):
         "label_correct": correct,
         "label_scored": len(labelled),
         "label_accuracy_by_class": per_class_accuracy,
+        "label_accuracy_by_size": {
+            name: {"correct": sum(r["label"] == LABEL_OF[r["class"]] for r in mine), "found": len(mine),
+                   "accuracy": (sum(r["label"] == LABEL_OF[r["class"]] for r in mine) / len(mine)
+                                if mine else float("nan"))}
+            for name, lo, hi in SIZE_BUCKETS for mine in [[r for r in labelled if lo <= r["size"] < hi]]},
         "incorrectly_worn_labelled": {label: sum(r["label"] == label for r in incorrect)
                                       for label in LABEL_OF.values()},
         "false_positives": false_positives,
@@ -215,6 +220,8 @@ def format_summary(s):
              f"({s['label_correct']}/{s['label_scored']}; target >= {TARGET_LABEL_ACCURACY})   "
              + "   ".join(f"{c}: {v['accuracy']:.4f} ({v['correct']}/{v['found']})"
                           for c, v in s["label_accuracy_by_class"].items()),
+             "label accuracy by size: " + "   ".join(f"{b}: {v['accuracy']:.4f} ({v['correct']}/{v['found']})"
+                                                     for b, v in s["label_accuracy_by_size"].items()),
              "found mask_weared_incorrect faces labelled: "
              + ", ".join(f"{label} {n}" for label, n in s["incorrectly_worn_labelled"].items()),
              f"false positives: {s['false_positives']} ({s['false_positives_per_image']:.3f} per image; "
@@ -346,7 +353,7 @@ def run_sweep(dm, frames, gts, net, classifier, verify):
     for result in results[:verify]:
         real, _ = run_setting(dm, frames, gts, net, classifier, result["sizes"], result["confidence"],
                               result["nms"])
-        same = all(real[k] == result["summary"][k] for k in
+        same = all(json_safe(real[k]) == json_safe(result["summary"][k]) for k in  # NaN-safe
                    ("recall_ge20", "label_accuracy", "false_positives", "recall_by_size"))
         result["verified"] = {"same_metrics": same, "ms_per_image": real["ms_per_image"]}
     return results
@@ -366,9 +373,10 @@ def format_sweep(results, verify):
     met = [r for r in results if r["meets_targets"]]
     if met:
         fastest = min(met, key=lambda r: r["summary"]["ms_per_image"])
-        lines.append(f"best setting meeting both targets: {setting_name(met[0]['sizes'], met[0]['confidence'], met[0]['nms'])}"
-                     f"; fastest meeting them: {setting_name(fastest['sizes'], fastest['confidence'], fastest['nms'])}"
-                     f" ({fastest['summary']['ms_per_image']:.1f} ms/img)")
+        best = setting_name(met[0]["sizes"], met[0]["confidence"], met[0]["nms"])
+        quick = setting_name(fastest["sizes"], fastest["confidence"], fastest["nms"])
+        lines.append(f"best setting meeting both targets: {best}; fastest meeting them: {quick} "
+                     f"({fastest['summary']['ms_per_image']:.1f} ms/img)")
     else:
         lines.append(f"no setting meets both targets (recall >= 20 px >= {TARGET_RECALL_20}, "
                      f"label accuracy >= {TARGET_LABEL_ACCURACY})")
@@ -391,7 +399,7 @@ def parse_args(argv=None):
     parser.add_argument("-o", "--output", type=Path, metavar="JSON", help="also write the results here")
     # The detect script's own options and defaults: -f, -m, -c, --detect-size, --nms, --threads
     # (--no-display is accepted and has no effect here).
-    dm.add_model_arguments(parser, dm.DEFAULT_DETECT_SIZES)
+    dm.add_model_arguments(parser, dm.DEFAULT_DETECT_SIZES, dm.DEFAULT_BORDER, dm.DEFAULT_CONFIDENCE)
     return parser.parse_args(argv)
 
 

@@ -299,8 +299,9 @@ def test_faces_cut_by_the_frame_edge(stub, tmp_path, capsys, crop, edge):
     height, width = image.shape[:2]
     path = write_image(tmp_path / "cut.png", image)
     out = tmp_path / "annotated.png"
+    # detector settings pinned: this test is about boxes at the edge, not about the default sizes
     assert image_script.main(["-i", str(path), "-m", str(model), "-o", str(out), "--no-display",
-                              "--json"]) == 0
+                              "--json", "--detect-size", "300", "600", "-c", "0.5"]) == 0
     faces = json.loads(capsys.readouterr().out)["faces"]
     assert faces and clf.calls == [len(faces)]
     for face in faces:
@@ -940,3 +941,30 @@ def test_training_crop_and_preprocess_never_raises(image, box):
     assert crop.dtype == np.uint8 and crop.shape == (224, 224, 3)
     batch = train.preprocess(crop[None])
     assert batch.dtype == np.float32 and batch.min() >= -1.0 and batch.max() <= 1.0
+
+
+class FirstMissNet:
+    """Finds nothing in the frame as given; in a framed (bigger) copy, one face at fixed 0-1 coords."""
+
+    def __init__(self, frame_shape, row):
+        self.frame_shape, self.row, self.calls = frame_shape, np.asarray(row, np.float32), []
+
+    def setInput(self, blob):  # noqa: N802 - OpenCV's name
+        self.calls.append(blob.shape)
+
+    def forward(self):
+        framed = len(self.calls) > 1
+        return (self.row if framed else np.zeros(7, np.float32)).reshape(1, 1, 1, 7)
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_border_retry_finds_close_ups_and_maps_boxes_back(script):
+    frame = np.full((100, 100, 3), 90, np.uint8)
+    # border 0.25 -> a 150x150 framed copy with the photo at (25, 25)-(125, 125); the fake face spans
+    # (30, 30)-(120, 120) there, i.e. (5, 5)-(95, 95) in the photo.
+    net = FirstMissNet(frame.shape, [0, 1, 0.9, 30 / 150, 30 / 150, 120 / 150, 120 / 150])
+    faces = script.detect_faces(frame, net, 0.5, [0], 0.4, border=0.25)
+    assert [box for box, _ in faces] == [(5, 5, 95, 95)]
+    assert net.calls[1][2:] == (150, 150)
+    assert script.detect_faces(frame, FirstMissNet(frame.shape, [0, 1, 0.9, 0.2, 0.2, 0.8, 0.8]), 0.5, [0],
+                               0.4, border=0.0) == []
