@@ -50,8 +50,8 @@ WINDOW = "Face mask detector"
 SSD_MEAN = (104.0, 177.0, 123.0)
 # res10_300x300_ssd was trained on 300x300 inputs (OpenCV samples/dnn/face_detector).
 SSD_SIZE = 300
-# An input larger than the photo is there to find small faces; bigger boxes from it are
-# dropped (2x upscaled, a blank wall gave a 0.99 'face' at the photo's edge).
+# A second, larger input that upscales the photo is there to find small faces; bigger boxes
+# from it are dropped (2x upscaled, a blank wall gave a 0.99 'face' at the photo's edge).
 UPSCALED_MAX_FACE = 64
 # Shortest input side res10 accepts (its pooling layers fail below it); no face fits in less anyway.
 SSD_MIN_SIDE = 5
@@ -277,14 +277,14 @@ def ssd_faces(frame, net, confidence, sizes, nms):
     """One SSD pass per input size over the frame, merged by NMS."""
     height, width = frame.shape[:2]
     boxes, scores = [], []
-    for size in sizes:
-        w, h = scaled_size(width, height, size)
+    inputs = sorted(scaled_size(width, height, size) for size in sizes)
+    for w, h in inputs:
         if min(w, h) < SSD_MIN_SIDE:  # e.g. a 1-pixel strip: nothing to find, and the SSD would fail
             continue
         resized = frame if (w, h) == (width, height) else cv2.resize(frame, (w, h))
         net.setInput(cv2.dnn.blobFromImage(resized, 1.0, (w, h), SSD_MEAN, swapRB=False))
         detections = net.forward()[0, 0]  # rows: image id, class, score, x1, y1, x2, y2 (0-1)
-        upscaled = w > width
+        upscaled = w > width and (w, h) != inputs[0]  # the smallest input keeps every face
         for score, x1, y1, x2, y2 in detections[detections[:, 2] >= confidence, 2:7]:
             box = clip_box((x1 * width, y1 * height, x2 * width, y2 * height), width, height)
             if box and upscaled and max(box[2] - box[0], box[3] - box[1]) > UPSCALED_MAX_FACE:

@@ -135,8 +135,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("-f", "--face", default="face_detector", help="folder with the res10 SSD files")
     p.add_argument("--face-confidence", type=unit_float, default=0.5, help="SSD threshold for training crops")
     p.add_argument("--augment", choices=("classic", "robust"), default="robust",
-                   help="classic: the 2020 geometric set; robust: + mask recolouring and patterns, sub-box "
-                        "jitter, colour, blur, down-up scaling, JPEG quality, occlusion")
+                   help="classic: the 2020 geometric set; robust: + mask recolouring, colour, blur, "
+                        "down-up scaling, JPEG quality, occlusion")
     p.add_argument("--fine-tune-layers", type=non_negative_int, default=30,
                    help="top MobileNetV2 layers to unfreeze after the head phase (BatchNorm stays frozen)")
     p.add_argument("--fine-tune-epochs", type=non_negative_int, default=5, help="epochs of the fine-tune phase (0 = none)")
@@ -531,31 +531,18 @@ def make_dataset(crops, labels, regions, args, training: bool):
         image = tf.cast(image, tf.float32)
         if robust:
             # Recolour the mask area (the training masks are all white / light blue): keep its shading,
-            # give it a random colour or a random coarse pattern, for 60% of the masked faces.
+            # give it a random colour, for half of the masked faces.
             shade = tf.reduce_mean(image, axis=-1, keepdims=True) / 255.0
-            solid = tf.random.uniform([1, 1, 3], 0.0, 255.0)
-            cells = tf.random.uniform([], 2, 9, dtype=tf.int32)
-            pattern = tf.image.resize(tf.random.uniform([cells, cells, 3], 0.0, 255.0), IMAGE_SIZE, method="nearest")
-            colour = tf.where(tf.random.uniform([]) < 0.5, solid, pattern)
+            colour = tf.random.uniform([1, 1, 3], 0.0, 255.0)
             mix = tf.random.uniform([], 0.5, 1.0)
             recoloured = image * (1.0 - mix) + mix * tf.clip_by_value(colour * shade * 1.3, 0.0, 255.0)
-            apply = tf.logical_and(label[0] > 0.5, tf.random.uniform([]) < 0.6)
+            apply = tf.logical_and(label[0] > 0.5, tf.random.uniform([]) < 0.5)
             region3 = tf.cast(region[..., None], tf.float32)
             image = tf.where(apply, image * (1.0 - region3) + recoloured * region3, image)
-            # Box jitter: on tight or masked faces the SSD box often covers only the lower face, so train
-            # on random sub-boxes too (55-100% of each side, placed towards the lower face).
-            box_height = tf.random.uniform([], 0.55, 1.0)
-            box_width = tf.random.uniform([], 0.55, 1.0)
-            y1 = tf.random.uniform([], 0.3, 1.0) * (1.0 - box_height)
-            x1 = tf.random.uniform([], 0.0, 1.0) * (1.0 - box_width)
-            sub = tf.image.crop_and_resize(image[None], [[y1, x1, y1 + box_height, x1 + box_width]], [0], IMAGE_SIZE)[0]
-            image = tf.where(tf.random.uniform([]) < 0.5, sub, image)
-            # Real photos are small and compressed: down-and-up scale (smooth or blocky), then JPEG.
-            side = tf.random.uniform([], 24, 225, dtype=tf.int32)
+            # Real photos are small and compressed: down-and-up scale, then JPEG at a random quality.
+            side = tf.random.uniform([], 32, 225, dtype=tf.int32)
             small = tf.image.resize(image, [side, side], antialias=True)
-            back = tf.where(tf.random.uniform([]) < 0.3, tf.image.resize(small, IMAGE_SIZE, method="nearest"),
-                            tf.image.resize(small, IMAGE_SIZE))
-            image = tf.where(tf.random.uniform([]) < 0.5, back, image)
+            image = tf.where(tf.random.uniform([]) < 0.5, tf.image.resize(small, IMAGE_SIZE), image)
             image = tf.clip_by_value(image, 0.0, 255.0)
             jpeg = tf.cast(tf.image.random_jpeg_quality(tf.cast(image, tf.uint8), 20, 95), tf.float32)
             image = tf.where(tf.random.uniform([]) < 0.5, tf.reshape(jpeg, tf.shape(image)), image)
