@@ -17,6 +17,8 @@ if str(REPO) not in sys.path:
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "slow: takes more than ~10 s (builds or loads TensorFlow models)")
+    # Keras 3.15 on NumPy 2 warns about __array__(copy=...) on every predict: noise, not a test finding.
+    config.addinivalue_line("filterwarnings", "ignore:__array__ implementation doesn't accept a copy keyword")
 
 
 def shared_path(*parts):
