@@ -29,7 +29,7 @@ import numpy as np
 
 # Longer side(s) of the face detector input: 300 is res10's own size, 600 finds smaller faces.
 # Measured end to end (README): (400, 800) at 0.4 finds more faces in street scenes but labels the
-# faces of small portrait photos worse (balanced accuracy 0.69 against 0.80).
+# faces of small portrait photos worse (balanced accuracy 0.69 against 0.79).
 DEFAULT_DETECT_SIZES = (300, 600)
 DEFAULT_BORDER = 0.3  # see --border
 DEFAULT_CONFIDENCE = 0.5  # res10 threshold of the 2020 scripts

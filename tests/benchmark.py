@@ -409,7 +409,6 @@ def child_pipeline(args):
     net = dmv.load_face_detector(options.face)
     classifier = dmv.load_classifier(dmv.find_model(options.model), options.threads)
     smoothed = [None]
-    extra = (options.border,) if hasattr(options, "border") else ()  # as process() passes it
 
     def step(capture, timings):
         start = time.perf_counter()
@@ -419,7 +418,7 @@ def child_pipeline(args):
         frame = dmv.to_bgr8(frame)
         decoded = time.perf_counter()
         faces = dmv.detect_and_classify(frame, net, classifier, options.confidence, options.detect_size,
-                                        options.nms, *extra)
+                                        options.nms, options.border)
         classified = time.perf_counter()
         rate = 1.0 / max(classified - start, 1e-6)
         smoothed[0] = rate if smoothed[0] is None else (dmv.FPS_SMOOTHING * smoothed[0]
@@ -435,7 +434,7 @@ def child_pipeline(args):
     serve_video(args, step, lambda: {
         "tensorflow_imported": "tensorflow" in sys.modules,
         "options": {"detect_size": options.detect_size, "threads": options.threads,
-                    "confidence": options.confidence, "border": getattr(options, "border", None),
+                    "confidence": options.confidence, "border": options.border,
                     "model": str(dmv.find_model(options.model))}})
 
 

@@ -313,14 +313,14 @@ class CachingClassifier:
         return np.stack([self.cache[k][0] for k in keys]) if keys else np.zeros((0, 2), np.float32)
 
 
-def run_setting(dm, frames, gts, net, classifier, sizes, confidence, nms):
+def run_setting(dm, frames, gts, net, classifier, sizes, confidence, nms, border):
     """detect_and_classify every frame with one setting; summarize() plus per-image predictions."""
     records, fps, spurious, seconds, predictions = [], 0, 0, 0.0, []
     for index, (frame, gt) in enumerate(zip(frames, gts)):
         if isinstance(net, CachingNet):
             net.image = index
         start = time.perf_counter()
-        faces = dm.detect_and_classify(frame, net, classifier, confidence, sizes, nms)
+        faces = dm.detect_and_classify(frame, net, classifier, confidence, sizes, nms, border)
         seconds += time.perf_counter() - start
         image_records, image_fps, image_spurious = evaluate_image(gt, faces)
         records += image_records
@@ -342,7 +342,8 @@ def run_sweep(dm, frames, gts, net, classifier, verify):
     results = []
     for number, (sizes, confidence, nms) in enumerate(grid, 1):
         saved_before = cached_net.saved + cached_classifier.saved
-        summary, _ = run_setting(dm, frames, gts, cached_net, cached_classifier, sizes, confidence, nms)
+        summary, _ = run_setting(dm, frames, gts, cached_net, cached_classifier, sizes, confidence, nms,
+                                 dm.DEFAULT_BORDER)
         saved = cached_net.saved + cached_classifier.saved - saved_before
         summary["ms_per_image"] += 1000.0 * saved / len(frames)  # add back the skipped work
         results.append({"sizes": list(sizes), "confidence": confidence, "nms": nms,
@@ -352,7 +353,7 @@ def run_sweep(dm, frames, gts, net, classifier, verify):
     results.sort(key=lambda r: r["score"], reverse=True)
     for result in results[:verify]:
         real, _ = run_setting(dm, frames, gts, net, classifier, result["sizes"], result["confidence"],
-                              result["nms"])
+                              result["nms"], dm.DEFAULT_BORDER)
         same = all(json_safe(real[k]) == json_safe(result["summary"][k]) for k in  # NaN-safe
                    ("recall_ge20", "label_accuracy", "false_positives", "recall_by_size"))
         result["verified"] = {"same_metrics": same, "ms_per_image": real["ms_per_image"]}
@@ -427,7 +428,7 @@ def main(argv=None):
             payload = {"model": str(model), "scenes": str(args.scenes), "sweep": results}
         else:
             summary, predictions = run_setting(dm, frames, gts, net, classifier, list(args.detect_size),
-                                               args.confidence, args.nms)
+                                               args.confidence, args.nms, args.border)
             print(setting_name(args.detect_size, args.confidence, args.nms))
             print(format_summary(summary))
             payload = {"model": str(model), "scenes": str(args.scenes), "sizes": list(args.detect_size),
