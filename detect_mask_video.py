@@ -52,6 +52,14 @@ SSD_SIZE = 300
 # many pixels of the smallest input are kept (at larger inputs res10 invents big faces at the photo's
 # edge: 0.99 on a blank wall, 0.999 on Grace Hopper's shoulder).
 LATER_PASS_MAX_FACE = 64
+# Close-up handling (see detect_faces), measured on Face Mask 12K's close-ups and on the scenes:
+CLOSE_UP_MIN_FACE = 0.3  # a face added by the border pass spans >= this fraction of the shorter side
+CONTAINED_FRACTION = 0.6  # a box this much inside a larger one is part of that face (res10's corner boxes)
+EDGE_MARGIN = 2  # pixels: a box this near the frame's edge "touches" it
+# The classifier learnt masks from pasted white / light-blue ones: on real photos its Mask probability
+# runs low (real masked faces often get 0.1-0.5). Mask from this probability on: chosen on the
+# validation photos (README: "Choosing the Mask threshold"); 0.5 would be the 2020 argmax.
+DEFAULT_MASK_THRESHOLD = 0.15
 # Shortest input side res10 accepts (its pooling layers fail below it); no face fits in less anyway.
 SSD_MIN_SIDE = 5
 # Classifier input (width, height): MobileNetV2 at 224x224, as trained in 2020.
@@ -95,6 +103,14 @@ def probability(text):
     return value
 
 
+def open_probability(text):
+    """argparse type: a number strictly between 0 and 1."""
+    value = probability(text)
+    if not 0.0 < value < 1.0:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1 (exclusive), got {text!r}")
+    return value
+
+
 def count(minimum):
     """argparse type factory: an integer >= minimum."""
     def parse(text):
@@ -122,8 +138,13 @@ def add_model_arguments(parser, detect_sizes, border, confidence):
                         metavar="N", help="longer side in pixels of the face detector input; several "
                         "sizes are merged, 0 = native resolution (default: %(default)s)")
     parser.add_argument("--border", type=probability, default=border, metavar="F",
-                        help="when no face is found, look again inside a black border of this fraction "
-                        "of the longer side (close-ups); 0 = off (default: %(default)s)")
+                        help="when no face is found, or one touches the photo's edge, look again inside a "
+                        "black border of this fraction of the longer side (close-ups); 0 = off "
+                        "(default: %(default)s)")
+    parser.add_argument("--mask-threshold", type=open_probability, default=DEFAULT_MASK_THRESHOLD, metavar="P",
+                        help="label a face Mask when the classifier's Mask probability is at least P; 0.5 = "
+                        "its plain argmax (default: %(default)s, chosen for the shipped model on real "
+                        "photos: see README)")
     parser.add_argument("--nms", type=probability, default=0.3, metavar="IOU",
                         help="overlap above which duplicate faces are merged (default: %(default)s)")
     parser.add_argument("--threads", type=count(1), default=2, metavar="N",
@@ -256,20 +277,58 @@ def preprocess_faces(frame_bgr, boxes):
     return batch, kept
 
 
+def touches_edge(box, width, height, margin=EDGE_MARGIN):
+    """Whether a box reaches within margin pixels of the frame's edge."""
+    x1, y1, x2, y2 = box
+    return x1 <= margin or y1 <= margin or x2 >= width - margin or y2 >= height - margin
+
+
+def drop_contained(faces, fraction=CONTAINED_FRACTION):
+    """Drop each (box, score) lying at least `fraction` inside a larger kept box; keep the order."""
+    def area(box):
+        return (box[2] - box[0]) * (box[3] - box[1])
+
+    kept = []
+    for box, score in sorted(faces, key=lambda face: -area(face[0])):
+        inside = (max(0, min(box[2], k[2]) - max(box[0], k[0])) * max(0, min(box[3], k[3]) - max(box[1], k[1]))
+                  for k, _ in kept)
+        if all(overlap < fraction * area(box) for overlap in inside):
+            kept.append((box, score))
+    return [face for face in faces if face in kept]
+
+
 def detect_faces(frame, net, confidence, sizes, nms, border=0.0):
     """Run the SSD at each size; return [(box, score)] merged by NMS, best first.
 
-    When nothing is found and border > 0, look once more with the frame framed by a black border of
-    that fraction of its longer side: the SSD misses faces that fill the whole photo (close-ups)."""
+    Close-ups (a face that fills the photo) trip res10 up two ways: it finds nothing, or it finds a box
+    over one corner of the face, touching the photo's edge. When border > 0, either makes it look again
+    with the frame inside a black border of that fraction of its longer side: at every size when nothing
+    was found; else at the smallest size, adding close-up faces only. Boxes lying mostly inside a larger
+    box (parts of one face) are dropped."""
     faces = ssd_faces(frame, net, confidence, sizes, nms)
-    if faces or border <= 0:
-        return faces
     height, width = frame.shape[:2]
-    pad = int(round(border * max(width, height)))
-    framed = cv2.copyMakeBorder(frame, pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=(0, 0, 0))
-    shifted = [((x1 - pad, y1 - pad, x2 - pad, y2 - pad), score)
-               for (x1, y1, x2, y2), score in ssd_faces(framed, net, confidence, sizes, nms)]
-    return [(box, score) for box, score in ((clip_box(b, width, height), s) for b, s in shifted) if box]
+    if border > 0 and (not faces or any(touches_edge(box, width, height) for box, _ in faces)):
+        pad = int(round(border * max(width, height)))
+        framed = cv2.copyMakeBorder(frame, pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=(0, 0, 0))
+        smallest = min(sizes, key=lambda size: scaled_size(width + 2 * pad, height + 2 * pad, size))
+        close_up = CLOSE_UP_MIN_FACE * min(width, height) if faces else 0
+        more = []
+        for (x1, y1, x2, y2), score in ssd_faces(framed, net, confidence, [smallest] if faces else sizes, nms):
+            box = clip_box((x1 - pad, y1 - pad, x2 - pad, y2 - pad), width, height)
+            if box and max(box[2] - box[0], box[3] - box[1]) >= close_up:
+                more.append((box, score))
+        if faces and more:
+            faces = merge_faces(drop_contained(faces + more), confidence, nms)
+        else:
+            faces = faces or more
+    return drop_contained(faces)
+
+
+def merge_faces(faces, confidence, nms):
+    """[(box, score)] merged by OpenCV's NMS, best first."""
+    rects = [(x1, y1, x2 - x1, y2 - y1) for (x1, y1, x2, y2), _ in faces]
+    keep = np.asarray(cv2.dnn.NMSBoxes(rects, [score for _, score in faces], confidence, nms), int).reshape(-1)
+    return [faces[i] for i in keep]
 
 
 def ssd_faces(frame, net, confidence, sizes, nms):
@@ -289,14 +348,11 @@ def ssd_faces(frame, net, confidence, sizes, nms):
             if box and max(box[2] - box[0], box[3] - box[1]) < limit:
                 boxes.append(box)
                 scores.append(float(score))
-    if not boxes:
-        return []
-    rects = [(x1, y1, x2 - x1, y2 - y1) for x1, y1, x2, y2 in boxes]
-    keep = np.asarray(cv2.dnn.NMSBoxes(rects, scores, confidence, nms), int).reshape(-1)
-    return [(boxes[i], scores[i]) for i in keep]
+    return merge_faces(list(zip(boxes, scores)), confidence, nms) if boxes else []
 
 
-def detect_and_classify(frame, net, classifier, confidence, sizes, nms, border=0.0):
+def detect_and_classify(frame, net, classifier, confidence, sizes, nms, border=0.0,
+                        mask_threshold=DEFAULT_MASK_THRESHOLD):
     """Find faces in a BGR frame and classify all of them in one batch.
 
     Returns [{"box": [x1, y1, x2, y2], "confidence", "label", "probability"}].
@@ -307,10 +363,23 @@ def detect_and_classify(frame, net, classifier, confidence, sizes, nms, border=0
     probs = classifier.predict(batch) if kept else np.zeros((0, len(LABELS)), np.float32)
     results = []
     for row, i in zip(probs, kept):
-        best = int(np.argmax(row))
+        label, chance = label_face(row, mask_threshold)
         results.append({"box": list(faces[i][0]), "confidence": faces[i][1],
-                        "label": LABELS[best], "probability": float(row[best])})
+                        "label": label, "probability": chance})
     return results
+
+
+def label_face(row, mask_threshold=DEFAULT_MASK_THRESHOLD):
+    """(label, probability) from one face's [Mask, No Mask] probabilities: Mask when the Mask probability
+    is at least mask_threshold. The probability given is the Mask probability with its odds divided by
+    the threshold's odds (a class-prior shift that maps the threshold to 0.5), or its complement for
+    No Mask; mask_threshold 0.5 is the plain argmax of the model's output."""
+    mask = min(max(float(row[0]), 0.0), 1.0)
+    if mask_threshold == 0.5:
+        chance = mask
+    else:
+        chance = mask * (1 - mask_threshold) / (mask * (1 - mask_threshold) + (1 - mask) * mask_threshold)
+    return (LABELS[0], chance) if mask >= mask_threshold else (LABELS[1], 1.0 - chance)
 
 
 def face_json(face):
@@ -717,7 +786,7 @@ def process(args, capture, live, net, classifier, output, display):
             failures = 0
             frame = to_bgr8(frame)
             faces = detect_and_classify(frame, net, classifier, args.confidence, args.detect_size, args.nms,
-                                    args.border)
+                                    args.border, args.mask_threshold)
             now = time.perf_counter()
             rate = 1.0 / max(now - last, 1e-6)
             smoothed = rate if smoothed is None else FPS_SMOOTHING * smoothed + (1 - FPS_SMOOTHING) * rate

@@ -109,9 +109,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--report-dir", default="reports", help="folder for the confusion matrix and the gallery of mistakes")
     p.add_argument("--tflite", default="float32,float16,int8",
                    help="LiteRT variants to export next to the model (comma list of float32,float16,int8; '' for none)")
-    p.add_argument("--tflite-default", default="int8",
+    p.add_argument("--tflite-default", default="float16",
                    help="variant also written as <model stem>.tflite, the file the detect scripts load by default "
-                        "('' for none)")
+                        "('' for none); float16 because int8 moves low Mask probabilities by up to 0.4, which "
+                        "the detect scripts' Mask threshold (0.15) turns into wrong labels")
     p.add_argument("--evaluate", metavar="DIR", help="score --model on a labelled folder instead of training")
     p.add_argument("--export-only", action="store_true", help="write the LiteRT files of --model (no training)")
     # the 2020 recipe

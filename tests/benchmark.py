@@ -418,7 +418,7 @@ def child_pipeline(args):
         frame = dmv.to_bgr8(frame)
         decoded = time.perf_counter()
         faces = dmv.detect_and_classify(frame, net, classifier, options.confidence, options.detect_size,
-                                        options.nms, options.border)
+                                        options.nms, options.border, options.mask_threshold)
         classified = time.perf_counter()
         rate = 1.0 / max(classified - start, 1e-6)
         smoothed[0] = rate if smoothed[0] is None else (dmv.FPS_SMOOTHING * smoothed[0]

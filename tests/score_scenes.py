@@ -313,14 +313,15 @@ class CachingClassifier:
         return np.stack([self.cache[k][0] for k in keys]) if keys else np.zeros((0, 2), np.float32)
 
 
-def run_setting(dm, frames, gts, net, classifier, sizes, confidence, nms, border):
+def run_setting(dm, frames, gts, net, classifier, sizes, confidence, nms, border, mask_threshold=None):
     """detect_and_classify every frame with one setting; summarize() plus per-image predictions."""
     records, fps, spurious, seconds, predictions = [], 0, 0, 0.0, []
     for index, (frame, gt) in enumerate(zip(frames, gts)):
         if isinstance(net, CachingNet):
             net.image = index
         start = time.perf_counter()
-        faces = dm.detect_and_classify(frame, net, classifier, confidence, sizes, nms, border)
+        faces = dm.detect_and_classify(frame, net, classifier, confidence, sizes, nms, border,
+                                       dm.DEFAULT_MASK_THRESHOLD if mask_threshold is None else mask_threshold)
         seconds += time.perf_counter() - start
         image_records, image_fps, image_spurious = evaluate_image(gt, faces)
         records += image_records
@@ -428,11 +429,12 @@ def main(argv=None):
             payload = {"model": str(model), "scenes": str(args.scenes), "sweep": results}
         else:
             summary, predictions = run_setting(dm, frames, gts, net, classifier, list(args.detect_size),
-                                               args.confidence, args.nms, args.border)
+                                               args.confidence, args.nms, args.border, args.mask_threshold)
             print(setting_name(args.detect_size, args.confidence, args.nms))
             print(format_summary(summary))
             payload = {"model": str(model), "scenes": str(args.scenes), "sizes": list(args.detect_size),
-                       "confidence": args.confidence, "nms": args.nms, "summary": summary,
+                       "confidence": args.confidence, "nms": args.nms, "border": args.border,
+                       "mask_threshold": args.mask_threshold, "summary": summary,
                        "images": [{"image": str(path), "faces": [dm.face_json(f) for f in faces]}
                                   for (path, _), faces in zip(scenes, predictions)]}
         if args.output:

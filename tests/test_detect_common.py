@@ -180,6 +180,37 @@ def test_out_of_range_confidence_is_a_usage_error(script, flag, capsys):
     assert "must be a number from 0 to 1, got '1.5'" in err and "error:" in err
 
 
+@pytest.mark.parametrize("script", SCRIPTS)
+@pytest.mark.parametrize("value", ["0", "1", "1.5", "x"])
+def test_mask_threshold_must_lie_strictly_between_0_and_1(script, value, capsys):
+    assert script.main(["-i", "x", "--mask-threshold", value]) == 2
+    assert "error:" in capsys.readouterr().err
+    assert script.parse_args(["-i", "x", "--mask-threshold", "0.3"]).mask_threshold == 0.3
+    assert script.parse_args(["-i", "x"]).mask_threshold == script.DEFAULT_MASK_THRESHOLD
+
+
+def test_label_face_at_0_5_is_the_argmax_of_the_model():
+    for row in ([0.7, 0.3], [0.2, 0.8], [0.5, 0.5], [1.0, 0.0], [0.0, 1.0]):
+        best = int(np.argmax(row))
+        assert image_script.label_face(np.array(row, np.float32), 0.5) == (
+            image_script.LABELS[best], pytest.approx(row[best]))
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_label_face_moves_the_decision_to_the_threshold(script):
+    label, chance = script.label_face([0.2, 0.8], 0.15)
+    assert label == "Mask" and 0.5 < chance < 0.6  # odds 0.25 / (0.15 / 0.85) = 1.42 -> 0.586
+    assert chance == pytest.approx(0.2 * 0.85 / (0.2 * 0.85 + 0.8 * 0.15))
+    assert script.label_face([0.1, 0.9], 0.15)[0] == "No Mask"
+    assert script.label_face([0.15, 0.85], 0.15) == ("Mask", pytest.approx(0.5))
+    # the reported probability is that of the label given, so never below 0.5; 0 and 1 stay put
+    for mask in np.linspace(0.0, 1.0, 41):
+        label, chance = script.label_face([mask, 1.0 - mask], 0.15)
+        assert 0.5 <= chance <= 1.0 and label == ("Mask" if mask >= 0.15 else "No Mask")
+    assert script.label_face([0.0, 1.0], 0.15) == ("No Mask", 1.0)
+    assert script.label_face([1.0, 0.0], 0.15) == ("Mask", 1.0)
+
+
 def test_count_type():
     assert image_script.count(0)("0") == 0
     for bad in ("-1", "1.5", "x"):
@@ -484,7 +515,7 @@ def test_legacy_2020_model_loads_and_classifies_the_examples():
     net = face_net()
     for name, label in [("example_01.png", "Mask"), ("example_02.png", "No Mask")]:
         frame = cv2.imread(str(examples / name))
-        faces = image_script.detect_and_classify(frame, net, clf, 0.5, [300], 0.4)
+        faces = image_script.detect_and_classify(frame, net, clf, 0.5, [300], 0.4, mask_threshold=0.5)
         assert faces and faces[0]["label"] == label, (name, faces)
 
 

@@ -968,3 +968,62 @@ def test_border_retry_finds_close_ups_and_maps_boxes_back(script):
     assert net.calls[1][2:] == (150, 150)
     assert script.detect_faces(frame, FirstMissNet(frame.shape, [0, 1, 0.9, 0.2, 0.2, 0.8, 0.8]), 0.5, [0],
                                0.4, border=0.0) == []
+
+
+class CornerThenFaceNet:
+    """res10 on a close-up: in the frame as given, only a box over the face's lower-right corner (touching
+    the edge); in the framed copy, the whole face. Rows are 0-1 coordinates of each input."""
+
+    def __init__(self, first_row, framed_row):
+        self.rows = [np.asarray(first_row, np.float32), np.asarray(framed_row, np.float32)]
+        self.calls = []
+
+    def setInput(self, blob):  # noqa: N802 - OpenCV's name
+        self.calls.append(blob.shape)
+
+    def forward(self):
+        return self.rows[min(len(self.calls), 2) - 1].reshape(1, 1, 1, 7)
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_a_corner_box_on_a_close_up_gives_way_to_the_whole_face(script):
+    frame = np.full((100, 100, 3), 90, np.uint8)
+    # the corner box (45, 40)-(100, 100) touches the edge; the framed pass (150x150, photo at 25..125)
+    # finds (27, 27)-(123, 123), i.e. (2, 2)-(98, 98) in the photo, which holds the corner box.
+    net = CornerThenFaceNet([0, 1, 0.999, 0.45, 0.40, 1.0, 1.0],
+                            [0, 1, 0.95, 27 / 150, 27 / 150, 123 / 150, 123 / 150])
+    faces = script.detect_faces(frame, net, 0.5, [0], 0.3, border=0.25)
+    assert [box for box, _ in faces] == [(2, 2, 98, 98)]
+    assert len(net.calls) == 2
+    # Without the border pass the corner box is all there is, and it stays.
+    net = CornerThenFaceNet([0, 1, 0.999, 0.45, 0.40, 1.0, 1.0], [0, 1, 0.95, 0.2, 0.2, 0.8, 0.8])
+    assert [box for box, _ in script.detect_faces(frame, net, 0.5, [0], 0.3, border=0.0)] == [(45, 40, 100, 100)]
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_a_face_away_from_the_edge_needs_no_border_pass(script):
+    frame = np.full((100, 100, 3), 90, np.uint8)
+    net = CornerThenFaceNet([0, 1, 0.9, 0.3, 0.3, 0.6, 0.6], [0, 1, 0.95, 0.2, 0.2, 0.8, 0.8])
+    assert [box for box, _ in script.detect_faces(frame, net, 0.5, [0], 0.3, border=0.25)] == [(30, 30, 60, 60)]
+    assert len(net.calls) == 1
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_small_faces_from_the_border_pass_are_not_added_next_to_found_ones(script):
+    frame = np.full((100, 200, 3), 90, np.uint8)
+    # the first pass finds a face touching the left edge; the border pass (framed 260x160, photo at 30, 30)
+    # finds only a 20-pixel face elsewhere: below CLOSE_UP_MIN_FACE of the photo, so it is not added.
+    net = CornerThenFaceNet([0, 1, 0.9, 0.0, 0.3, 0.2, 0.7],
+                            [0, 1, 0.95, 130 / 260, 60 / 160, 150 / 260, 80 / 160])
+    assert [box for box, _ in script.detect_faces(frame, net, 0.5, [0], 0.3, border=0.15)] == [(0, 30, 40, 70)]
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_drop_contained_and_touches_edge(script):
+    big, part, apart = ((0, 0, 100, 100), 0.9), ((50, 50, 110, 110), 0.99), ((150, 0, 200, 50), 0.8)
+    # part: 2500 of its 3600 px inside big (0.69 >= 0.6) -> dropped; order of the rest kept
+    assert script.drop_contained([part, big, apart]) == [big, apart]
+    assert script.drop_contained([part, big], fraction=0.8) == [part, big]
+    assert script.drop_contained([]) == []
+    assert script.touches_edge((0, 10, 20, 30), 100, 100) and script.touches_edge((50, 50, 99, 60), 100, 100)
+    assert not script.touches_edge((10, 10, 90, 90), 100, 100)
