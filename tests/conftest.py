@@ -19,6 +19,8 @@ def pytest_configure(config):
     config.addinivalue_line("markers", "slow: takes more than ~10 s (builds or loads TensorFlow models)")
     # Keras 3.15 on NumPy 2 warns about __array__(copy=...) on every predict: noise, not a test finding.
     config.addinivalue_line("filterwarnings", "ignore:__array__ implementation doesn't accept a copy keyword")
+    # Keras warns that shuffle=True is ignored for a tf.data.Dataset; training shuffles in the pipeline.
+    config.addinivalue_line("filterwarnings", "ignore:`shuffle=True` was passed:UserWarning")
 
 
 def shared_path(*parts):
