@@ -353,7 +353,7 @@ def ssd_faces(frame, net, confidence, sizes, nms):
 
 def detect_and_classify(frame, net, classifier, confidence, sizes, nms, border=0.0,
                         mask_threshold=DEFAULT_MASK_THRESHOLD):
-    """Find faces in a BGR frame and classify all of them in one batch.
+    """Find faces in a BGR frame and classify all of them in one batch, labelled by label_face().
 
     Returns [{"box": [x1, y1, x2, y2], "confidence", "label", "probability"}].
     """

@@ -313,15 +313,14 @@ class CachingClassifier:
         return np.stack([self.cache[k][0] for k in keys]) if keys else np.zeros((0, 2), np.float32)
 
 
-def run_setting(dm, frames, gts, net, classifier, sizes, confidence, nms, border, mask_threshold=None):
+def run_setting(dm, frames, gts, net, classifier, sizes, confidence, nms, border, mask_threshold):
     """detect_and_classify every frame with one setting; summarize() plus per-image predictions."""
     records, fps, spurious, seconds, predictions = [], 0, 0, 0.0, []
     for index, (frame, gt) in enumerate(zip(frames, gts)):
         if isinstance(net, CachingNet):
             net.image = index
         start = time.perf_counter()
-        faces = dm.detect_and_classify(frame, net, classifier, confidence, sizes, nms, border,
-                                       dm.DEFAULT_MASK_THRESHOLD if mask_threshold is None else mask_threshold)
+        faces = dm.detect_and_classify(frame, net, classifier, confidence, sizes, nms, border, mask_threshold)
         seconds += time.perf_counter() - start
         image_records, image_fps, image_spurious = evaluate_image(gt, faces)
         records += image_records
@@ -344,7 +343,7 @@ def run_sweep(dm, frames, gts, net, classifier, verify):
     for number, (sizes, confidence, nms) in enumerate(grid, 1):
         saved_before = cached_net.saved + cached_classifier.saved
         summary, _ = run_setting(dm, frames, gts, cached_net, cached_classifier, sizes, confidence, nms,
-                                 dm.DEFAULT_BORDER)
+                                 dm.DEFAULT_BORDER, dm.DEFAULT_MASK_THRESHOLD)
         saved = cached_net.saved + cached_classifier.saved - saved_before
         summary["ms_per_image"] += 1000.0 * saved / len(frames)  # add back the skipped work
         results.append({"sizes": list(sizes), "confidence": confidence, "nms": nms,
@@ -354,7 +353,7 @@ def run_sweep(dm, frames, gts, net, classifier, verify):
     results.sort(key=lambda r: r["score"], reverse=True)
     for result in results[:verify]:
         real, _ = run_setting(dm, frames, gts, net, classifier, result["sizes"], result["confidence"],
-                              result["nms"], dm.DEFAULT_BORDER)
+                              result["nms"], dm.DEFAULT_BORDER, dm.DEFAULT_MASK_THRESHOLD)
         same = all(json_safe(real[k]) == json_safe(result["summary"][k]) for k in  # NaN-safe
                    ("recall_ge20", "label_accuracy", "false_positives", "recall_by_size"))
         result["verified"] = {"same_metrics": same, "ms_per_image": real["ms_per_image"]}
