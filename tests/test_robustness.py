@@ -943,36 +943,9 @@ def test_training_crop_and_preprocess_never_raises(image, box):
     assert batch.dtype == np.float32 and batch.min() >= -1.0 and batch.max() <= 1.0
 
 
-class FirstMissNet:
-    """Finds nothing in the frame as given; in a framed (bigger) copy, one face at fixed 0-1 coords."""
-
-    def __init__(self, frame_shape, row):
-        self.frame_shape, self.row, self.calls = frame_shape, np.asarray(row, np.float32), []
-
-    def setInput(self, blob):  # noqa: N802 - OpenCV's name
-        self.calls.append(blob.shape)
-
-    def forward(self):
-        framed = len(self.calls) > 1
-        return (self.row if framed else np.zeros(7, np.float32)).reshape(1, 1, 1, 7)
-
-
-@pytest.mark.parametrize("script", SCRIPTS)
-def test_border_retry_finds_close_ups_and_maps_boxes_back(script):
-    frame = np.full((100, 100, 3), 90, np.uint8)
-    # border 0.25 -> a 150x150 framed copy with the photo at (25, 25)-(125, 125); the fake face spans
-    # (30, 30)-(120, 120) there, i.e. (5, 5)-(95, 95) in the photo.
-    net = FirstMissNet(frame.shape, [0, 1, 0.9, 30 / 150, 30 / 150, 120 / 150, 120 / 150])
-    faces = script.detect_faces(frame, net, 0.5, [0], 0.4, border=0.25)
-    assert [box for box, _ in faces] == [(5, 5, 95, 95)]
-    assert net.calls[1][2:] == (150, 150)
-    assert script.detect_faces(frame, FirstMissNet(frame.shape, [0, 1, 0.9, 0.2, 0.2, 0.8, 0.8]), 0.5, [0],
-                               0.4, border=0.0) == []
-
-
-class CornerThenFaceNet:
-    """res10 on a close-up: in the frame as given, only a box over the face's lower-right corner (touching
-    the edge); in the framed copy, the whole face. Rows are 0-1 coordinates of each input."""
+class TwoPassNet:
+    """One detection row (0-1 coordinates) for the frame as given, another for every later (framed) input;
+    a row of zeros finds nothing."""
 
     def __init__(self, first_row, framed_row):
         self.rows = [np.asarray(first_row, np.float32), np.asarray(framed_row, np.float32)]
@@ -986,24 +959,37 @@ class CornerThenFaceNet:
 
 
 @pytest.mark.parametrize("script", SCRIPTS)
+def test_border_retry_finds_close_ups_and_maps_boxes_back(script):
+    frame = np.full((100, 100, 3), 90, np.uint8)
+    # border 0.25 -> a 150x150 framed copy with the photo at (25, 25)-(125, 125); the fake face spans
+    # (30, 30)-(120, 120) there, i.e. (5, 5)-(95, 95) in the photo.
+    net = TwoPassNet(np.zeros(7), [0, 1, 0.9, 30 / 150, 30 / 150, 120 / 150, 120 / 150])
+    faces = script.detect_faces(frame, net, 0.5, [0], 0.4, border=0.25)
+    assert [box for box, _ in faces] == [(5, 5, 95, 95)]
+    assert net.calls[1][2:] == (150, 150)
+    assert script.detect_faces(frame, TwoPassNet(np.zeros(7), [0, 1, 0.9, 0.2, 0.2, 0.8, 0.8]), 0.5, [0],
+                               0.4, border=0.0) == []
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
 def test_a_corner_box_on_a_close_up_gives_way_to_the_whole_face(script):
     frame = np.full((100, 100, 3), 90, np.uint8)
     # the corner box (45, 40)-(100, 100) touches the edge; the framed pass (150x150, photo at 25..125)
     # finds (27, 27)-(123, 123), i.e. (2, 2)-(98, 98) in the photo, which holds the corner box.
-    net = CornerThenFaceNet([0, 1, 0.999, 0.45, 0.40, 1.0, 1.0],
+    net = TwoPassNet([0, 1, 0.999, 0.45, 0.40, 1.0, 1.0],
                             [0, 1, 0.95, 27 / 150, 27 / 150, 123 / 150, 123 / 150])
     faces = script.detect_faces(frame, net, 0.5, [0], 0.3, border=0.25)
     assert [box for box, _ in faces] == [(2, 2, 98, 98)]
     assert len(net.calls) == 2
     # Without the border pass the corner box is all there is, and it stays.
-    net = CornerThenFaceNet([0, 1, 0.999, 0.45, 0.40, 1.0, 1.0], [0, 1, 0.95, 0.2, 0.2, 0.8, 0.8])
+    net = TwoPassNet([0, 1, 0.999, 0.45, 0.40, 1.0, 1.0], [0, 1, 0.95, 0.2, 0.2, 0.8, 0.8])
     assert [box for box, _ in script.detect_faces(frame, net, 0.5, [0], 0.3, border=0.0)] == [(45, 40, 100, 100)]
 
 
 @pytest.mark.parametrize("script", SCRIPTS)
 def test_a_face_away_from_the_edge_needs_no_border_pass(script):
     frame = np.full((100, 100, 3), 90, np.uint8)
-    net = CornerThenFaceNet([0, 1, 0.9, 0.3, 0.3, 0.6, 0.6], [0, 1, 0.95, 0.2, 0.2, 0.8, 0.8])
+    net = TwoPassNet([0, 1, 0.9, 0.3, 0.3, 0.6, 0.6], [0, 1, 0.95, 0.2, 0.2, 0.8, 0.8])
     assert [box for box, _ in script.detect_faces(frame, net, 0.5, [0], 0.3, border=0.25)] == [(30, 30, 60, 60)]
     assert len(net.calls) == 1
 
@@ -1013,7 +999,7 @@ def test_small_faces_from_the_border_pass_are_not_added_next_to_found_ones(scrip
     frame = np.full((100, 200, 3), 90, np.uint8)
     # the first pass finds a face touching the left edge; the border pass (framed 260x160, photo at 30, 30)
     # finds only a 20-pixel face elsewhere: below CLOSE_UP_MIN_FACE of the photo, so it is not added.
-    net = CornerThenFaceNet([0, 1, 0.9, 0.0, 0.3, 0.2, 0.7],
+    net = TwoPassNet([0, 1, 0.9, 0.0, 0.3, 0.2, 0.7],
                             [0, 1, 0.95, 130 / 260, 60 / 160, 150 / 260, 80 / 160])
     assert [box for box, _ in script.detect_faces(frame, net, 0.5, [0], 0.3, border=0.15)] == [(0, 30, 40, 70)]
 
