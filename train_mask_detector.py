@@ -194,7 +194,11 @@ def clip_box(box, width: int, height: int):
 
 
 def crop_face(image_bgr: np.ndarray, box) -> np.ndarray:
-    """Crop a face box and resize it to the classifier input (RGB uint8 224x224), as at inference."""
+    """Crop a face box and resize it to the classifier input (RGB uint8 224x224) with INTER_AREA.
+
+    Same as inference for crops of 224 px and more; inference enlarges smaller ones with INTER_CUBIC
+    (a retrain with that rule here measured worse; README, "Tried and rejected").
+    """
     if box is None:
         crop = image_bgr
     else:

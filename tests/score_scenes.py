@@ -259,10 +259,11 @@ def json_safe(value):
 # ---- running the detector ----------------------------------------------------
 
 class CachingNet:
-    """Wraps a cv2.dnn Net: forward() results cached by (current image, input blob shape).
+    """Wraps a cv2.dnn Net: forward() results cached by (current image, input blob's shape and SHA-1).
 
-    The blob of an image at a given detect size is always the same, so a cached
-    output is exactly what the net would return. Set .image before each image.
+    A cached output is exactly what the net would return for that blob. (The shape alone is not
+    enough: the border pass feeds a framed copy of a square photo at the same shape.) Set .image
+    before each image.
     `saved` accumulates the measured time of the forwards a cache hit skipped.
     """
 
@@ -271,7 +272,7 @@ class CachingNet:
         self.key = None
 
     def setInput(self, blob, *args, **kwargs):  # noqa: N802 - cv2.dnn.Net's name
-        self.key = (self.image, tuple(blob.shape))
+        self.key = (self.image, tuple(blob.shape), hashlib.sha1(blob.tobytes()).hexdigest())
         if self.key not in self.cache:
             self.net.setInput(blob, *args, **kwargs)
 
@@ -313,14 +314,18 @@ class CachingClassifier:
         return np.stack([self.cache[k][0] for k in keys]) if keys else np.zeros((0, 2), np.float32)
 
 
-def run_setting(dm, frames, gts, net, classifier, sizes, confidence, nms, border, mask_threshold):
+def run_setting(dm, frames, gts, net, classifier, sizes, confidence, nms, border, mask_threshold,
+                close_up_confidence=None):
     """detect_and_classify every frame with one setting; summarize() plus per-image predictions."""
+    if close_up_confidence is None:
+        close_up_confidence = dm.DEFAULT_CLOSE_UP_CONFIDENCE
     records, fps, spurious, seconds, predictions = [], 0, 0, 0.0, []
     for index, (frame, gt) in enumerate(zip(frames, gts)):
         if isinstance(net, CachingNet):
             net.image = index
         start = time.perf_counter()
-        faces = dm.detect_and_classify(frame, net, classifier, confidence, sizes, nms, border, mask_threshold)
+        faces = dm.detect_and_classify(frame, net, classifier, confidence, sizes, nms, border, mask_threshold,
+                                       close_up_confidence)
         seconds += time.perf_counter() - start
         image_records, image_fps, image_spurious = evaluate_image(gt, faces)
         records += image_records
@@ -428,12 +433,14 @@ def main(argv=None):
             payload = {"model": str(model), "scenes": str(args.scenes), "sweep": results}
         else:
             summary, predictions = run_setting(dm, frames, gts, net, classifier, list(args.detect_size),
-                                               args.confidence, args.nms, args.border, args.mask_threshold)
+                                               args.confidence, args.nms, args.border, args.mask_threshold,
+                                               args.close_up_confidence)
             print(setting_name(args.detect_size, args.confidence, args.nms))
             print(format_summary(summary))
             payload = {"model": str(model), "scenes": str(args.scenes), "sizes": list(args.detect_size),
                        "confidence": args.confidence, "nms": args.nms, "border": args.border,
-                       "mask_threshold": args.mask_threshold, "summary": summary,
+                       "close_up_confidence": args.close_up_confidence, "mask_threshold": args.mask_threshold,
+                       "summary": summary,
                        "images": [{"image": str(path), "faces": [dm.face_json(f) for f in faces]}
                                   for (path, _), faces in zip(scenes, predictions)]}
         if args.output:

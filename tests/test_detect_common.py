@@ -111,13 +111,34 @@ def test_preprocess_with_no_boxes_gives_an_empty_batch():
     assert batch.shape == (0, 224, 224, 3) and batch.dtype == np.float32 and kept == []
 
 
+def test_training_crops_equal_inference_crops_for_faces_of_224_px_and_more():
+    """A face that is shrunk to 224x224 reaches the classifier exactly as training crops it."""
+    import train_mask_detector as train
+
+    frame = np.random.default_rng(2).integers(0, 256, (260, 300, 3), np.uint8)
+    box = (0, 0, 300, 260)
+    batch, _ = image_script.preprocess_faces(frame, [box])
+    np.testing.assert_array_equal(batch[0], train.preprocess(train.crop_face(frame, box)))
+
+
+def test_small_faces_are_enlarged_smoothly_not_in_blocks():
+    """A 28 px face reaches the classifier smooth (as training's down-and-up scaling makes it), not as
+    8x8-pixel blocks: neighbouring output pixels differ in nearly every row, not once per block."""
+    face = np.random.default_rng(3).integers(0, 256, (28, 28, 3), np.uint8)
+    big = image_script.resize_face(face).astype(int)
+    steps = np.abs(np.diff(big, axis=1)).sum(axis=2) > 0
+    assert steps.mean() > 0.9
+    blocky = cv2.resize(face, (224, 224), interpolation=cv2.INTER_AREA).astype(int)
+    assert (np.abs(np.diff(blocky, axis=1)).sum(axis=2) > 0).mean() < 0.2
+
+
 def test_preprocess_equals_keras_preprocess_input():
     from keras.applications.mobilenet_v2 import preprocess_input
     frame = np.random.default_rng(1).integers(0, 256, (120, 90, 3), np.uint8)
     box = (7, 11, 80, 100)
     batch, _ = image_script.preprocess_faces(frame, [box])
     crop = cv2.cvtColor(frame[11:100, 7:80], cv2.COLOR_BGR2RGB)
-    crop = cv2.resize(crop, (224, 224), interpolation=cv2.INTER_AREA)
+    crop = cv2.resize(crop, (224, 224), interpolation=cv2.INTER_CUBIC)  # a 73x89 box is enlarged
     expected = preprocess_input(crop[None].astype(np.float32))
     np.testing.assert_array_equal(batch, expected)
 
@@ -187,6 +208,14 @@ def test_mask_threshold_must_lie_strictly_between_0_and_1(script, value, capsys)
     assert "error:" in capsys.readouterr().err
     assert script.parse_args(["-i", "x", "--mask-threshold", "0.3"]).mask_threshold == 0.3
     assert script.parse_args(["-i", "x"]).mask_threshold == script.DEFAULT_MASK_THRESHOLD
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_close_up_confidence_flag(script, capsys):
+    assert script.parse_args(["-i", "x"]).close_up_confidence == script.DEFAULT_CLOSE_UP_CONFIDENCE == 0.3
+    assert script.parse_args(["-i", "x", "--close-up-confidence", "1"]).close_up_confidence == 1.0
+    assert script.main(["-i", "x", "--close-up-confidence", "-0.1"]) == 2
+    assert "error:" in capsys.readouterr().err
 
 
 def test_label_face_at_0_5_is_the_argmax_of_the_model():
@@ -524,3 +553,23 @@ def test_legacy_savedmodel_folder_is_explained(tmp_path):
     folder.mkdir()
     with pytest.raises(image_script.UsageError, match="SavedModel"):
         image_script.load_classifier(folder)
+
+
+def test_scene_scorer_cache_tells_apart_blobs_of_the_same_shape():
+    """score_scenes' sweep cache: a square photo and its framed copy give blobs of one shape."""
+    from score_scenes import CachingNet
+
+    class SumNet:
+        def setInput(self, blob):  # noqa: N802 - OpenCV's name
+            self.blob = blob
+
+        def forward(self):
+            return float(self.blob.sum())
+
+    net = CachingNet(SumNet())
+    net.image = 0
+    outputs = []
+    for value in (1.0, 2.0, 1.0):
+        net.setInput(np.full((1, 3, 300, 300), value, np.float32))
+        outputs.append(net.forward())
+    assert outputs == [270000.0, 540000.0, 270000.0] and len(net.cache) == 2

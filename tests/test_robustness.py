@@ -972,6 +972,28 @@ def test_border_retry_finds_close_ups_and_maps_boxes_back(script):
 
 
 @pytest.mark.parametrize("script", SCRIPTS)
+def test_a_weak_close_up_is_taken_only_when_nothing_else_is_found(script):
+    frame = np.full((100, 100, 3), 90, np.uint8)
+    # The border pass (150x150, photo at 25..125) sees a face of confidence 0.35 spanning (5, 5)-(95, 95).
+    close_up = [0, 1, 0.35, 30 / 150, 30 / 150, 120 / 150, 120 / 150]
+    faces = script.detect_faces(frame, TwoPassNet(np.zeros(7), close_up), 0.5, [0], 0.4, border=0.25)
+    assert faces == [((5, 5, 95, 95), pytest.approx(0.35))]
+    # off (1.0), or below close_up_confidence: nothing
+    assert script.detect_faces(frame, TwoPassNet(np.zeros(7), close_up), 0.5, [0], 0.4, border=0.25,
+                               close_up_confidence=1.0) == []
+    assert script.detect_faces(frame, TwoPassNet(np.zeros(7), close_up), 0.5, [0], 0.4, border=0.25,
+                               close_up_confidence=0.4) == []
+    # a weak face that is small for the photo (20 px of 100) is not a close-up: nothing
+    small = [0, 1, 0.35, 60 / 150, 60 / 150, 80 / 150, 80 / 150]
+    assert script.detect_faces(frame, TwoPassNet(np.zeros(7), small), 0.5, [0], 0.4, border=0.25) == []
+    # without the border pass there is no second look at all
+    assert script.detect_faces(frame, TwoPassNet(np.zeros(7), close_up), 0.5, [0], 0.4, border=0.0) == []
+    # a face found at full confidence keeps the weak one out
+    net = TwoPassNet([0, 1, 0.9, 0.0, 0.3, 0.4, 0.7], close_up)
+    assert [box for box, _ in script.detect_faces(frame, net, 0.5, [0], 0.4, border=0.25)] == [(0, 30, 40, 70)]
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
 def test_a_corner_box_on_a_close_up_gives_way_to_the_whole_face(script):
     frame = np.full((100, 100, 3), 90, np.uint8)
     # the corner box (45, 40)-(100, 100) touches the edge; the framed pass (150x150, photo at 25..125)
