@@ -27,10 +27,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import score_scenes  # noqa: E402  (tests/ is not a package)
+from score_labelled import CLASSES, largest_face, list_images  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_LABELLED = REPO.parent / "shared" / "validation" / "face_mask_12k"
-CLASSES = (("with_mask", "Mask"), ("without_mask", "No Mask"))
 # (last-chance confidence, minimum span as a fraction of the shorter side); 1.0 = off
 GRID = ((1.0, 0.3), (0.4, 0.3), (0.3, 0.3), (0.3, 0.5), (0.25, 0.5), (0.2, 0.3), (0.2, 0.0))
 SAMPLE_IMAGES = ("brick", "coffee", "coins", "horse", "hubble_deep_field", "immunohistochemistry", "moon",
@@ -88,8 +88,7 @@ def labelled_photos(folder, limit, dm):
     for sub, label in CLASSES:
         if not (folder / sub).is_dir():
             raise dm.UsageError(f"{folder / sub}: no such folder (expected with_mask/ and without_mask/)")
-        paths = sorted(p for p in (folder / sub).iterdir() if p.suffix.lower() in dm.IMAGE_EXTENSIONS)
-        photos += [(path, label) for path in (paths[:limit] if limit else paths)]
+        photos += [(path, label) for path in list_images(folder / sub, dm.IMAGE_EXTENSIONS, limit)]
     return photos
 
 
@@ -140,7 +139,7 @@ def main(argv=None):
                 for i, image, label in no_face:
                     faces = faces_of(("labelled", i), image, confidence)
                     found += bool(faces)
-                    right += bool(faces) and faces[0]["label"] == label
+                    right += bool(faces) and largest_face(faces)["label"] == label
                 new = sum(bool(faces_of(("free", i), image, confidence)) for i, image in still_free)
                 name = "off" if confidence >= 1.0 else f"{confidence:.2f}"
                 print(f"{name:>10} {span:>5.2f}   {found:>4} of {len(no_face)} ({right}){'':>22}"
