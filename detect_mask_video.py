@@ -149,8 +149,7 @@ def add_model_arguments(parser, detect_sizes, border, confidence):
     parser.add_argument("--close-up-confidence", type=probability, default=DEFAULT_CLOSE_UP_CONFIDENCE,
                         metavar="P", help="when even the border look finds no face, take its most confident "
                         f"face spanning {round(CLOSE_UP_MIN_FACE * 100)}%% of the photo's shorter side from "
-                        "this confidence on; 1 = off "
-                        "(default: %(default)s)")
+                        "this confidence on; 1 = off (default: %(default)s)")
     parser.add_argument("--mask-threshold", type=open_probability, default=DEFAULT_MASK_THRESHOLD, metavar="P",
                         help="label a face Mask when the classifier's Mask probability is at least P; 0.5 = "
                         "its plain argmax (default: %(default)s, chosen for the shipped model on real "
@@ -341,10 +340,12 @@ def detect_faces(frame, net, confidence, sizes, nms, border=0.0,
         more, weak = [], []
         for (x1, y1, x2, y2), score in ssd_faces(framed, net, lowest, [smallest] if faces else sizes, nms):
             box = clip_box((x1 - pad, y1 - pad, x2 - pad, y2 - pad), width, height)
-            span = max(box[2] - box[0], box[3] - box[1]) if box else 0
-            if box and score >= confidence and (span >= close_up or not faces):
+            if not box:
+                continue
+            span = max(box[2] - box[0], box[3] - box[1])
+            if score >= confidence and (span >= close_up or not faces):
                 more.append((box, score))
-            elif box and score >= close_up_confidence and span >= close_up:
+            elif score >= close_up_confidence and span >= close_up:
                 weak.append((box, score))
         if faces and more:
             faces = merge_faces(drop_contained(faces + more), confidence, nms)
