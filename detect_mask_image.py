@@ -6,13 +6,13 @@ Usage:
     python detect_mask_image.py -i photos/ -o annotated/ --no-display
     python detect_mask_image.py -i a.jpg "b c.png" --json --no-display -m mask_detector.keras
 
-Faces are found with OpenCV's res10 SSD detector (run at each --detect-size and
-merged), then all faces of an image are classified in one batch by the
-MobileNetV2 mask classifier (-m: .tflite, .keras or a legacy 2020 .h5/.model).
-Prints one line per face (or with --json one JSON object per image), shows the
-annotated image where a display exists, and with -o saves it (a folder when
-several images are given). Exit status: 0 ok, 2 bad arguments or inputs (the
-other images are still processed), 1 any other failure.
+Faces are found with OpenCV's res10 SSD detector (run at each --detect-size, on
+the image and on its mirror image, and merged), then all faces of an image are
+classified in one batch by the MobileNetV2 mask classifier (-m: .tflite, .keras
+or a legacy 2020 .h5/.model). Prints one line per face (or with --json one JSON
+object per image), shows the annotated image where a display exists, and with
+-o saves it (a folder when several images are given). Exit status: 0 ok, 2 bad
+arguments or inputs (the other images are still processed), 1 any other failure.
 """
 import argparse
 import hashlib
@@ -29,10 +29,13 @@ import numpy as np
 
 # Longer side(s) of the face detector input: 300 is res10's own size, 600 finds smaller faces.
 # Measured end to end (README): (400, 800) at 0.4 finds more faces in street scenes but labels the
-# faces of small portrait photos worse (balanced accuracy 0.69 against 0.79).
+# faces of small portrait photos worse (balanced accuracy 0.905 against 0.937).
 DEFAULT_DETECT_SIZES = (300, 600)
 DEFAULT_BORDER = 0.3  # see --border
 DEFAULT_CONFIDENCE = 0.5  # res10 threshold of the 2020 scripts
+# Also run res10 on the mirror image (see --mirror): on the scenes it finds 0.739 of the faces of
+# 20 px and more instead of 0.710, for twice the detector's time (README, "Results").
+DEFAULT_MIRROR = True
 # Image types OpenCV reads (cv2.imread docs); folders expand to these files.
 IMAGE_EXTENSIONS = (".bmp", ".dib", ".jpg", ".jpeg", ".jpe", ".jp2", ".png", ".webp", ".avif",
                     ".pbm", ".pgm", ".ppm", ".pxm", ".pnm", ".sr", ".ras", ".tif", ".tiff",
@@ -58,9 +61,9 @@ LATER_PASS_MAX_FACE = 64
 # Close-up handling (see detect_faces), measured on Face Mask 12K's close-ups and on the scenes:
 CLOSE_UP_MIN_FACE = 0.3  # a face added by the border pass spans >= this fraction of the shorter side
 # When even the border pass finds nothing, its one most confident close-up face of at least this
-# confidence is taken (tight crops of masked faces; see --close-up-confidence). On Face Mask 12K it found
-# 7 of the 55 photos with no face (all labelled right), on 327 face-free photos 2 "faces" (0.6%):
-# tests/score_close_ups.py.
+# confidence is taken (tight crops of masked faces; see --close-up-confidence). With the image script's
+# defaults it found 9 of the 49 Face Mask 12K photos with no face (8 labelled right), and a "face" in 3 of
+# 319 face-free photos (0.9%): tests/score_close_ups.py.
 DEFAULT_CLOSE_UP_CONFIDENCE = 0.3
 CONTAINED_FRACTION = 0.6  # a box this much inside a larger one is part of that face (res10's corner boxes)
 EDGE_MARGIN = 2  # pixels: a box this near the frame's edge "touches" it
@@ -132,7 +135,7 @@ def count(minimum):
     return parse
 
 
-def add_model_arguments(parser, detect_sizes, border, confidence):
+def add_model_arguments(parser, detect_sizes, border, confidence, mirror):
     """The options both scripts share: face detector, classifier, thresholds."""
     parser.add_argument("-f", "--face", default=DEFAULT_FACE_DIR, metavar="DIR",
                         help=f"folder with {CAFFEMODEL} and deploy.prototxt (default: %(default)s, "
@@ -153,6 +156,12 @@ def add_model_arguments(parser, detect_sizes, border, confidence):
                         metavar="P", help="when even the border look finds no face, take its most confident "
                         f"face spanning {round(CLOSE_UP_MIN_FACE * 100)}%% of the photo's shorter side from "
                         "this confidence on; 1 = off (default: %(default)s)")
+    parser.add_argument("--mirror", action="store_true", default=mirror,
+                        help="also run the face detector on the mirror image (res10 finds some faces one way "
+                        "round only); twice the detector's time" + (" (the default)" if mirror else ""))
+    parser.add_argument("--no-mirror", dest="mirror", action="store_false",
+                        help="run the face detector on the frame as it is only"
+                        + ("" if mirror else " (the default)"))
     parser.add_argument("--mask-threshold", type=open_probability, default=DEFAULT_MASK_THRESHOLD, metavar="P",
                         help="label a face Mask when the classifier's Mask probability is at least P; 0.5 = "
                         "its plain argmax (default: %(default)s, chosen for the shipped model on real "
@@ -322,7 +331,7 @@ def drop_contained(faces, fraction=CONTAINED_FRACTION):
 
 
 def detect_faces(frame, net, confidence, sizes, nms, border=0.0,
-                 close_up_confidence=DEFAULT_CLOSE_UP_CONFIDENCE):
+                 close_up_confidence=DEFAULT_CLOSE_UP_CONFIDENCE, mirror=False):
     """Run the SSD at each size; return [(box, score)] merged by NMS, best first.
 
     Close-ups (a face that fills the photo) trip res10 up two ways: it finds nothing, or it finds a box
@@ -331,8 +340,8 @@ def detect_faces(frame, net, confidence, sizes, nms, border=0.0,
     was found; else at the smallest size, adding close-up faces only. When that look finds nothing of
     `confidence` either, its most confident close-up face (spanning CLOSE_UP_MIN_FACE of the shorter side)
     of at least close_up_confidence is taken. Boxes lying mostly inside a larger box (parts of one face)
-    are dropped."""
-    faces = ssd_faces(frame, net, confidence, sizes, nms)
+    are dropped. mirror: see ssd_faces."""
+    faces = ssd_faces(frame, net, confidence, sizes, nms, mirror)
     height, width = frame.shape[:2]
     if border > 0 and (not faces or any(touches_edge(box, width, height) for box, _ in faces)):
         pad = int(round(border * max(width, height)))
@@ -341,7 +350,8 @@ def detect_faces(frame, net, confidence, sizes, nms, border=0.0,
         close_up = CLOSE_UP_MIN_FACE * min(width, height)
         lowest = confidence if faces else min(confidence, close_up_confidence)
         more, weak = [], []
-        for (x1, y1, x2, y2), score in ssd_faces(framed, net, lowest, [smallest] if faces else sizes, nms):
+        for (x1, y1, x2, y2), score in ssd_faces(framed, net, lowest, [smallest] if faces else sizes, nms,
+                                                 mirror):
             box = clip_box((x1 - pad, y1 - pad, x2 - pad, y2 - pad), width, height)
             if not box:
                 continue
@@ -364,8 +374,8 @@ def merge_faces(faces, confidence, nms):
     return [faces[i] for i in keep]
 
 
-def ssd_faces(frame, net, confidence, sizes, nms):
-    """One SSD pass per input size over the frame, merged by NMS."""
+def ssd_faces(frame, net, confidence, sizes, nms, mirror=False):
+    """One SSD pass per input size over the frame (and over its mirror image if mirror), merged by NMS."""
     height, width = frame.shape[:2]
     boxes, scores = [], []
     inputs = sorted(scaled_size(width, height, size) for size in sizes)
@@ -373,25 +383,30 @@ def ssd_faces(frame, net, confidence, sizes, nms):
         if min(w, h) < SSD_MIN_SIDE:  # e.g. a 1-pixel strip: nothing to find, and the SSD would fail
             continue
         resized = frame if (w, h) == (width, height) else cv2.resize(frame, (w, h))
-        net.setInput(cv2.dnn.blobFromImage(resized, 1.0, (w, h), SSD_MEAN, swapRB=False))
-        detections = net.forward()[0, 0]  # rows: image id, class, score, x1, y1, x2, y2 (0-1)
         limit = np.inf if (w, h) == inputs[0] else LATER_PASS_MAX_FACE * width / inputs[0][0]
-        for score, x1, y1, x2, y2 in detections[detections[:, 2] >= confidence, 2:7]:
-            box = clip_box((x1 * width, y1 * height, x2 * width, y2 * height), width, height)
-            if box and max(box[2] - box[0], box[3] - box[1]) < limit:
-                boxes.append(box)
-                scores.append(float(score))
+        for mirrored in (False, True) if mirror else (False,):
+            image = cv2.flip(resized, 1) if mirrored else resized
+            net.setInput(cv2.dnn.blobFromImage(image, 1.0, (w, h), SSD_MEAN, swapRB=False))
+            detections = net.forward()[0, 0]  # rows: image id, class, score, x1, y1, x2, y2 (0-1)
+            for score, x1, y1, x2, y2 in detections[detections[:, 2] >= confidence, 2:7]:
+                if mirrored:
+                    x1, x2 = 1 - x2, 1 - x1
+                box = clip_box((x1 * width, y1 * height, x2 * width, y2 * height), width, height)
+                if box and max(box[2] - box[0], box[3] - box[1]) < limit:
+                    boxes.append(box)
+                    scores.append(float(score))
     return merge_faces(list(zip(boxes, scores)), confidence, nms) if boxes else []
 
 
 def detect_and_classify(frame, net, classifier, confidence, sizes, nms, border=0.0,
-                        mask_threshold=DEFAULT_MASK_THRESHOLD, close_up_confidence=DEFAULT_CLOSE_UP_CONFIDENCE):
+                        mask_threshold=DEFAULT_MASK_THRESHOLD, close_up_confidence=DEFAULT_CLOSE_UP_CONFIDENCE,
+                        mirror=False):
     """Find faces in a BGR frame and classify all of them in one batch, labelled by label_face().
 
     Returns [{"box": [x1, y1, x2, y2], "confidence", "label", "probability"}].
     """
     frame = to_bgr8(frame)
-    faces = detect_faces(frame, net, confidence, sizes, nms, border, close_up_confidence)
+    faces = detect_faces(frame, net, confidence, sizes, nms, border, close_up_confidence, mirror)
     batch, kept = preprocess_faces(frame, [box for box, _ in faces])
     probs = classifier.predict(batch) if kept else np.zeros((0, len(LABELS)), np.float32)
     results = []
@@ -701,7 +716,7 @@ def parse_args(argv=None):
                         help="save the annotated image here (a folder, created, for several images)")
     parser.add_argument("--json", action="store_true",
                         help="print one JSON object per image instead of text lines")
-    add_model_arguments(parser, DEFAULT_DETECT_SIZES, DEFAULT_BORDER, DEFAULT_CONFIDENCE)
+    add_model_arguments(parser, DEFAULT_DETECT_SIZES, DEFAULT_BORDER, DEFAULT_CONFIDENCE, DEFAULT_MIRROR)
     return parser.parse_args(argv)
 
 
@@ -820,7 +835,7 @@ def run(args):
             failed += 1
             continue
         faces = detect_and_classify(frame, net, classifier, args.confidence, args.detect_size, args.nms,
-                                    args.border, args.mask_threshold, args.close_up_confidence)
+                                    args.border, args.mask_threshold, args.close_up_confidence, args.mirror)
         if args.json:
             print(json.dumps({"image": str(path), "faces": [face_json(f) for f in faces]}), flush=True)
         else:

@@ -315,17 +315,21 @@ class CachingClassifier:
 
 
 def run_setting(dm, frames, gts, net, classifier, sizes, confidence, nms, border, mask_threshold,
-                close_up_confidence=None):
-    """detect_and_classify every frame with one setting; summarize() plus per-image predictions."""
+                close_up_confidence=None, mirror=None):
+    """detect_and_classify every frame with one setting; summarize() plus per-image predictions.
+
+    close_up_confidence and mirror: None = the image script's defaults."""
     if close_up_confidence is None:
         close_up_confidence = dm.DEFAULT_CLOSE_UP_CONFIDENCE
+    if mirror is None:
+        mirror = dm.DEFAULT_MIRROR
     records, fps, spurious, seconds, predictions = [], 0, 0, 0.0, []
     for index, (frame, gt) in enumerate(zip(frames, gts)):
         if isinstance(net, CachingNet):
             net.image = index
         start = time.perf_counter()
         faces = dm.detect_and_classify(frame, net, classifier, confidence, sizes, nms, border, mask_threshold,
-                                       close_up_confidence)
+                                       close_up_confidence, mirror)
         seconds += time.perf_counter() - start
         image_records, image_fps, image_spurious = evaluate_image(gt, faces)
         records += image_records
@@ -405,7 +409,8 @@ def parse_args(argv=None):
     parser.add_argument("-o", "--output", type=Path, metavar="JSON", help="also write the results here")
     # The detect script's own options and defaults: -f, -m, -c, --detect-size, --nms, --threads
     # (--no-display is accepted and has no effect here).
-    dm.add_model_arguments(parser, dm.DEFAULT_DETECT_SIZES, dm.DEFAULT_BORDER, dm.DEFAULT_CONFIDENCE)
+    dm.add_model_arguments(parser, dm.DEFAULT_DETECT_SIZES, dm.DEFAULT_BORDER, dm.DEFAULT_CONFIDENCE,
+                           dm.DEFAULT_MIRROR)
     return parser.parse_args(argv)
 
 
@@ -434,12 +439,13 @@ def main(argv=None):
         else:
             summary, predictions = run_setting(dm, frames, gts, net, classifier, list(args.detect_size),
                                                args.confidence, args.nms, args.border, args.mask_threshold,
-                                               args.close_up_confidence)
+                                               args.close_up_confidence, args.mirror)
             print(setting_name(args.detect_size, args.confidence, args.nms))
             print(format_summary(summary))
             payload = {"model": str(model), "scenes": str(args.scenes), "sizes": list(args.detect_size),
                        "confidence": args.confidence, "nms": args.nms, "border": args.border,
-                       "close_up_confidence": args.close_up_confidence, "mask_threshold": args.mask_threshold,
+                       "close_up_confidence": args.close_up_confidence, "mirror": args.mirror,
+                       "mask_threshold": args.mask_threshold,
                        "summary": summary,
                        "images": [{"image": str(path), "faces": [dm.face_json(f) for f in faces]}
                                   for (path, _), faces in zip(scenes, predictions)]}

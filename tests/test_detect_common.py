@@ -218,6 +218,14 @@ def test_close_up_confidence_flag(script, capsys):
     assert "error:" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_mirror_flag(script):
+    # on for photos, off for live video (it doubles the detector's time)
+    assert script.parse_args(["-i", "x"]).mirror is script.DEFAULT_MIRROR is (script is image_script)
+    assert script.parse_args(["-i", "x", "--mirror"]).mirror is True
+    assert script.parse_args(["-i", "x", "--no-mirror"]).mirror is False
+
+
 def test_label_face_at_0_5_is_the_argmax_of_the_model():
     for row in ([0.7, 0.3], [0.2, 0.8], [0.5, 0.5], [1.0, 0.0], [0.0, 1.0]):
         best = int(np.argmax(row))

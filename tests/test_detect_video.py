@@ -123,7 +123,8 @@ class FakeCapture:
 
 def loop_args(**overrides):
     args = dict(input="0", json=True, max_frames=None, max_failures=2, confidence=0.5,
-                detect_size=[300], nms=0.4, border=0.0, mask_threshold=0.5, close_up_confidence=0.3)
+                detect_size=[300], nms=0.4, border=0.0, mask_threshold=0.5, close_up_confidence=0.3,
+                mirror=False)
     args.update(overrides)
     return argparse.Namespace(**args)
 

@@ -912,13 +912,14 @@ def test_unsupported_pixels_are_only_usage_errors(image):
 @settings(max_examples=100, deadline=None)
 @given(rows=hnp.arrays(np.float32, st.tuples(st.integers(0, 12), st.just(5)),
                        elements=st.one_of(st.floats(-3, 3, width=32), SPECIAL_FLOATS)),
-       width=st.integers(1, 400), height=st.integers(1, 400))
-def test_detect_faces_with_arbitrary_detections(rows, width, height):
-    """Whatever the detector returns (outside the frame, inverted, NaN, inf), faces are inside the frame."""
+       width=st.integers(1, 400), height=st.integers(1, 400), mirror=st.booleans())
+def test_detect_faces_with_arbitrary_detections(rows, width, height, mirror):
+    """Whatever the detector returns (outside the frame, inverted, NaN, inf), faces are inside the frame,
+    mirror pass or not."""
     detections = np.concatenate([np.zeros((len(rows), 2), np.float32), rows], axis=1)
     frame = np.full((height, width, 3), 100, np.uint8)
     clf = StubClassifier()
-    faces = image_script.detect_and_classify(frame, FakeNet(detections), clf, 0.5, [300], 0.4)
+    faces = image_script.detect_and_classify(frame, FakeNet(detections), clf, 0.5, [300], 0.4, mirror=mirror)
     for face in faces:
         x1, y1, x2, y2 = face["box"]
         assert 0 <= x1 < x2 <= width and 0 <= y1 < y2 <= height
@@ -991,6 +992,42 @@ def test_a_weak_close_up_is_taken_only_when_nothing_else_is_found(script):
     # a face found at full confidence keeps the weak one out
     net = TwoPassNet([0, 1, 0.9, 0.0, 0.3, 0.4, 0.7], close_up)
     assert [box for box, _ in script.detect_faces(frame, net, 0.5, [0], 0.4, border=0.25)] == [(0, 30, 40, 70)]
+
+
+class LeftBrightNet:
+    """A face detector that sees one face, at `row` (0-1 coordinates), only when the left half of its
+    input is brighter than the right half: a stand-in for res10 finding a face one way round only."""
+
+    def __init__(self, row):
+        self.row = np.asarray(row, np.float32).reshape(1, 1, 1, 7)
+        self.blobs = []
+
+    def setInput(self, blob):  # noqa: N802 - OpenCV's name
+        self.blobs.append(blob)
+
+    def forward(self):
+        blob = self.blobs[-1]
+        half = blob.shape[3] // 2
+        return self.row if blob[..., :half].mean() > blob[..., half:].mean() else np.zeros((1, 1, 1, 7))
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_the_mirror_pass_finds_a_face_and_maps_it_back(script):
+    frame = np.full((100, 200, 3), 40, np.uint8)
+    frame[:, 100:] = 200  # bright right half: the net sees its face only in the mirror image
+    row = [0, 1, 0.9, 0.1, 0.2, 0.3, 0.6]  # (20, 20)-(60, 60) in the mirror image of a 200x100 frame
+    net = LeftBrightNet(row)
+    assert script.detect_faces(frame, net, 0.5, [0], 0.4) == []
+    assert len(net.blobs) == 1
+    net = LeftBrightNet(row)
+    faces = script.detect_faces(frame, net, 0.5, [0], 0.4, mirror=True)
+    assert faces == [((140, 20, 180, 60), pytest.approx(0.9))]
+    assert len(net.blobs) == 2 and np.array_equal(net.blobs[1], net.blobs[0][..., ::-1])
+    # the same face seen both ways round is one face
+    frame[:] = 90
+    frame[:, :100] = 91
+    faces = script.detect_faces(frame, FakeNet([0, 1, 0.9, 0.4, 0.2, 0.6, 0.6]), 0.5, [0], 0.4, mirror=True)
+    assert faces == [((80, 20, 120, 60), pytest.approx(0.9))]
 
 
 @pytest.mark.parametrize("script", SCRIPTS)
