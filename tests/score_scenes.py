@@ -14,7 +14,8 @@ found with_mask / without_mask faces (target >= 0.95; incorrectly worn masks are
 reported apart: how they are labelled), false positives (predictions matching no
 face; some may be faces the annotators missed) and time per image.
 
---sweep tries a grid of detector settings (detect sizes x confidence x NMS) and
+--sweep tries a grid of detector settings (detect sizes x confidence x NMS; the
+other options, such as --border or --no-mirror, hold for every setting) and
 prints one line per setting, best score first, score = recall(>=20 px) x label
 accuracy - 0.02 x false positives per image. Net outputs and classifier results
 are cached (keyed by image and input size / by the exact face crop), so each
@@ -343,16 +344,17 @@ def sweep_grid(sizes=SWEEP_SIZES, confidences=SWEEP_CONFIDENCES, nms_values=SWEE
     return [(tuple(s), c, n) for s, c, n in itertools.product(sizes, confidences, nms_values)]
 
 
-def run_sweep(dm, frames, gts, net, classifier, verify):
-    """Score every grid setting with cached net/classifier results; rerun the top `verify` uncached."""
+def run_sweep(dm, frames, gts, net, classifier, verify, options):
+    """Score every grid setting with cached net/classifier results; rerun the top `verify` uncached.
+
+    options: run_setting's border, mask_threshold, close_up_confidence and mirror, the same for every setting."""
     cached_net, cached_classifier = CachingNet(net), CachingClassifier(classifier)
     # The lowest confidence first: its forwards fill the cache for the rest.
     grid = sorted(sweep_grid(), key=lambda s: (s[1], s[0], s[2]))
     results = []
     for number, (sizes, confidence, nms) in enumerate(grid, 1):
         saved_before = cached_net.saved + cached_classifier.saved
-        summary, _ = run_setting(dm, frames, gts, cached_net, cached_classifier, sizes, confidence, nms,
-                                 dm.DEFAULT_BORDER, dm.DEFAULT_MASK_THRESHOLD)
+        summary, _ = run_setting(dm, frames, gts, cached_net, cached_classifier, sizes, confidence, nms, **options)
         saved = cached_net.saved + cached_classifier.saved - saved_before
         summary["ms_per_image"] += 1000.0 * saved / len(frames)  # add back the skipped work
         results.append({"sizes": list(sizes), "confidence": confidence, "nms": nms,
@@ -362,7 +364,7 @@ def run_sweep(dm, frames, gts, net, classifier, verify):
     results.sort(key=lambda r: r["score"], reverse=True)
     for result in results[:verify]:
         real, _ = run_setting(dm, frames, gts, net, classifier, result["sizes"], result["confidence"],
-                              result["nms"], dm.DEFAULT_BORDER, dm.DEFAULT_MASK_THRESHOLD)
+                              result["nms"], **options)
         same = all(json_safe(real[k]) == json_safe(result["summary"][k]) for k in  # NaN-safe
                    ("recall_ge20", "label_accuracy", "false_positives", "recall_by_size"))
         result["verified"] = {"same_metrics": same, "ms_per_image": real["ms_per_image"]}
@@ -432,21 +434,19 @@ def main(argv=None):
         gts = [gt for _, gt in scenes]
         dm.detect_and_classify(frames[0], net, classifier, 0.5, list(args.detect_size), args.nms)  # warm-up
         print(f"model: {model}   scenes: {len(frames)} from {args.scenes}", file=sys.stderr)
+        options = dict(border=args.border, mask_threshold=args.mask_threshold,
+                       close_up_confidence=args.close_up_confidence, mirror=args.mirror)
         if args.sweep:
-            results = run_sweep(dm, frames, gts, net, classifier, args.verify)
+            results = run_sweep(dm, frames, gts, net, classifier, args.verify, options)
             print(format_sweep(results, args.verify))
             payload = {"model": str(model), "scenes": str(args.scenes), "sweep": results}
         else:
             summary, predictions = run_setting(dm, frames, gts, net, classifier, list(args.detect_size),
-                                               args.confidence, args.nms, args.border, args.mask_threshold,
-                                               args.close_up_confidence, args.mirror)
+                                               args.confidence, args.nms, **options)
             print(setting_name(args.detect_size, args.confidence, args.nms))
             print(format_summary(summary))
             payload = {"model": str(model), "scenes": str(args.scenes), "sizes": list(args.detect_size),
-                       "confidence": args.confidence, "nms": args.nms, "border": args.border,
-                       "close_up_confidence": args.close_up_confidence, "mirror": args.mirror,
-                       "mask_threshold": args.mask_threshold,
-                       "summary": summary,
+                       "confidence": args.confidence, "nms": args.nms, **options, "summary": summary,
                        "images": [{"image": str(path), "faces": [dm.face_json(f) for f in faces]}
                                   for (path, _), faces in zip(scenes, predictions)]}
         if args.output:
