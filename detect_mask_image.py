@@ -27,14 +27,15 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-# Longer side(s) of the face detector input: 300 is res10's own size, 600 finds smaller faces.
-# Measured end to end (README): (400, 800) at 0.4 finds more faces in street scenes but labels the
-# faces of small portrait photos worse (balanced accuracy 0.905 against 0.937).
-DEFAULT_DETECT_SIZES = (300, 600)
+# Longer side(s) of the face detector input: 300 is res10's own size, 600 and 900 find smaller faces
+# (each only those too small for the input before it: LATER_PASS_MAX_FACE). Measured end to end
+# (README, "Results"): on the scenes 900 lifts faces >= 20 px found from 0.739 to 0.797; (400, 800)
+# finds more too but labels the faces of small portrait photos worse (0.905 against 0.937).
+DEFAULT_DETECT_SIZES = (300, 600, 900)
 DEFAULT_BORDER = 0.3  # see --border
 DEFAULT_CONFIDENCE = 0.5  # res10 threshold of the 2020 scripts
-# Also run res10 on the mirror image (see --mirror): on the scenes it finds 0.739 of the faces of
-# 20 px and more instead of 0.710, for twice the detector's time (README, "Results").
+# Also run res10 on the mirror image (see --mirror): on the scenes (sizes 300 + 600) it finds 0.739 of the
+# faces of 20 px and more instead of 0.710, for twice the detector's time (README, "Results").
 DEFAULT_MIRROR = True
 # Image types OpenCV reads (cv2.imread docs); folders expand to these files.
 IMAGE_EXTENSIONS = (".bmp", ".dib", ".jpg", ".jpeg", ".jpe", ".jp2", ".png", ".webp", ".avif",
@@ -54,10 +55,13 @@ WINDOW = "Face mask detector"
 SSD_MEAN = (104.0, 177.0, 123.0)
 # res10_300x300_ssd was trained on 300x300 inputs (OpenCV samples/dnn/face_detector).
 SSD_SIZE = 300
-# Inputs after the smallest are there to find small faces: from them only faces smaller than this
-# many pixels of the smallest input are kept (at larger inputs res10 invents big faces at the photo's
-# edge: 0.99 on a blank wall, 0.999 on Grace Hopper's shoulder).
+# Inputs after the smallest are there to find small faces: each keeps only faces smaller than this
+# many pixels of the next smaller input, the ones too small for that input (at larger inputs res10
+# invents big faces: 0.99 on a blank wall, 0.999 on Grace Hopper's shoulder).
 LATER_PASS_MAX_FACE = 64
+# ... and runs only if those faces may reach this many pixels of the frame: smaller faces are seldom
+# labelled right (scenes: 0.71-0.81 under 20 px; README, "Results").
+LATER_PASS_MIN_FACE = 20
 # Close-up handling (see detect_faces), measured on Face Mask 12K's close-ups and on the scenes:
 CLOSE_UP_MIN_FACE = 0.3  # a face added by the border pass spans >= this fraction of the shorter side
 # When even the border pass finds nothing, its one most confident close-up face of at least this
@@ -147,7 +151,8 @@ def add_model_arguments(parser, detect_sizes, border, confidence, mirror):
                         help="minimum face detection confidence, 0-1 (default: %(default)s)")
     parser.add_argument("--detect-size", type=count(0), nargs="+", default=list(detect_sizes),
                         metavar="N", help="longer side in pixels of the face detector input; several "
-                        "sizes are merged, 0 = native resolution (default: %(default)s)")
+                        "are merged, each larger one adding only faces too small for the one before; "
+                        "0 = native resolution (default: %(default)s)")
     parser.add_argument("--border", type=probability, default=border, metavar="F",
                         help="when no face is found, or one touches the photo's edge, look again inside a "
                         "black border of this fraction of the longer side (close-ups); 0 = off "
@@ -382,8 +387,11 @@ def ssd_faces(frame, net, confidence, sizes, nms, mirror=False):
     for w, h in inputs:
         if min(w, h) < SSD_MIN_SIDE:  # e.g. a 1-pixel strip: nothing to find, and the SSD would fail
             continue
+        previous = [size for size in inputs if size[0] < w]
+        limit = LATER_PASS_MAX_FACE * width / previous[-1][0] if previous else np.inf
+        if limit < LATER_PASS_MIN_FACE:  # e.g. a 900 px input for a 100 px photo
+            continue
         resized = frame if (w, h) == (width, height) else cv2.resize(frame, (w, h))
-        limit = np.inf if (w, h) == inputs[0] else LATER_PASS_MAX_FACE * width / inputs[0][0]
         for mirrored in (False, True) if mirror else (False,):
             image = cv2.flip(resized, 1) if mirrored else resized
             net.setInput(cv2.dnn.blobFromImage(image, 1.0, (w, h), SSD_MEAN, swapRB=False))

@@ -55,7 +55,7 @@ FP_WEIGHT = 0.02  # score penalty per false positive per image
 # --sweep grid. 0 = native resolution; sizes above an image's longer side upscale it
 # (the scenes are mostly 400 px wide, so 800 is about 2x and 1200 about 3x).
 SWEEP_SIZES = ((300,), (600,), (0,), (800,), (1200,), (300, 600), (300, 900), (400, 800),
-               (600, 1200), (300, 600, 1200))
+               (600, 1200), (300, 600, 900), (300, 600, 1200))
 SWEEP_CONFIDENCES = (0.3, 0.4, 0.5, 0.6)
 SWEEP_NMS = (0.3, 0.4)
 SWEEP_VERIFY = 3

@@ -1030,6 +1030,52 @@ def test_the_mirror_pass_finds_a_face_and_maps_it_back(script):
     assert faces == [((80, 20, 120, 60), pytest.approx(0.9))]
 
 
+class OneWidthNet:
+    """A face detector that returns one row only for an input `width` pixels wide."""
+
+    def __init__(self, row, width):
+        self.row, self.width, self.seen = np.asarray(row, np.float32).reshape(1, 1, 1, 7), width, []
+
+    def setInput(self, blob):  # noqa: N802 - OpenCV's name
+        self.seen.append(blob.shape[3])
+
+    def forward(self):
+        return self.row if self.seen[-1] == self.width else np.zeros((1, 1, 1, 7), np.float32)
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_each_later_pass_adds_only_faces_too_small_for_the_pass_before_it(script):
+    frame = np.full((200, 400, 3), 90, np.uint8)  # inputs (100, 50), (200, 100), (400, 200)
+    big = [0, 1, 0.9, 0.1, 0.1, 0.475, 0.85]  # 150 x 150 px in the frame
+    small = [0, 1, 0.9, 0.5, 0.2, 0.75, 0.7]  # 100 x 100 px
+    sizes = [400, 100, 200]  # any order
+
+    def found(row, width):
+        net = OneWidthNet(row, width)
+        faces = script.detect_faces(frame, net, 0.5, sizes, 0.4)
+        assert net.seen == [100, 200, 400]
+        return [box for box, _ in faces]
+
+    # The smallest input keeps faces of any size.
+    assert found(big, 100) == [(40, 20, 190, 170)]
+    # The 200 px input keeps faces under 64 px of the 100 px input: 256 px of the frame.
+    assert found(big, 200) == [(40, 20, 190, 170)]
+    # The 400 px input keeps faces under 64 px of the 200 px input: 128 px of the frame.
+    assert found(big, 400) == []
+    assert found(small, 400) == [(200, 40, 300, 140)]
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+@pytest.mark.parametrize("width, inputs", [(100, [300, 600]), (90, [300]), (200, [300, 600, 900]),
+                                           (180, [300, 600])])
+def test_a_later_pass_runs_only_if_its_faces_can_reach_20_px(script, width, inputs):
+    # 600 px input: faces under 64 px of the 300 px one, i.e. under 64 * width / 300 px of the frame;
+    # 900 px input: under 64 * width / 600. Below 20 px the pass is skipped.
+    net = OneWidthNet([0, 1, 0.9, 0.1, 0.1, 0.2, 0.2], -1)
+    assert script.ssd_faces(np.full((width // 2, width, 3), 90, np.uint8), net, 0.5, [300, 600, 900], 0.4) == []
+    assert net.seen == inputs
+
+
 @pytest.mark.parametrize("script", SCRIPTS)
 def test_a_corner_box_on_a_close_up_gives_way_to_the_whole_face(script):
     frame = np.full((100, 100, 3), 90, np.uint8)
