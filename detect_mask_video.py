@@ -54,7 +54,7 @@ SSD_SIZE = 300
 # invents big faces: 0.99 on a blank wall, 0.999 on Grace Hopper's shoulder).
 LATER_PASS_MAX_FACE = 64
 # ... and runs only if those faces may reach this many pixels of the frame: smaller faces are seldom
-# labelled right (scenes: 0.71-0.81 under 20 px; README, "Results").
+# labelled right (scenes: 0.71-0.80 under 20 px; README, "Results").
 LATER_PASS_MIN_FACE = 20
 # Close-up handling (see detect_faces), measured on Face Mask 12K's close-ups and on the scenes:
 CLOSE_UP_MIN_FACE = 0.3  # a face added by the border pass spans >= this fraction of the shorter side
