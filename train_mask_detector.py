@@ -2,6 +2,7 @@
 
 Usage:
     python train_mask_detector.py --dataset dataset
+    python train_mask_detector.py --dataset dataset --deterministic                # reproducible, slower
     python train_mask_detector.py --dataset dataset --epochs 1 --weights none      # quick smoke run
     python train_mask_detector.py --evaluate path/to/labelled --model mask_detector.keras
     python train_mask_detector.py --export-only --model mask_detector.keras       # LiteRT files only
@@ -128,6 +129,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--shear", type=float, default=0.15, help="max shear, fraction")
     p.add_argument("--no-flip", action="store_true", help="disable horizontal flips")
     p.add_argument("--seed", type=int, default=42, help="seeds Python, NumPy, TensorFlow and the split")
+    p.add_argument("--deterministic", action="store_true",
+                   help="the same weights from every run with a given --seed (TensorFlow op determinism; slower: "
+                        "fewer threads); without it two runs differ a little, and their real-photo scores more: "
+                        "see README")
     p.add_argument("--weights", choices=("imagenet", "none"), default="imagenet",
                    help="MobileNetV2 start weights ('none' for quick test runs)")
     # the fixes (issue: accuracy on real photos)
@@ -803,7 +808,7 @@ def load_tflite(path: Path) -> bytes:
 
 
 # --- modes -------------------------------------------------------------------------------------------
-def seed_everything(seed: int) -> None:
+def seed_everything(seed: int, deterministic: bool = False) -> None:
     import random
 
     import keras
@@ -811,6 +816,11 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     keras.utils.set_random_seed(seed)
+    if deterministic:
+        import tensorflow as tf
+
+        # Without it the parallel augmentation pipeline and multithreaded kernels make each run differ.
+        tf.config.experimental.enable_op_determinism()
 
 
 def evaluate_folder(args) -> int:
@@ -878,7 +888,7 @@ def train(args) -> int:
     if len(labels) < 4:
         raise UsageError(f"only {len(labels)} readable images in {args.dataset}: too few to split into train and test")
 
-    seed_everything(args.seed)
+    seed_everything(args.seed, args.deterministic)
     import keras
 
     data = prepare_split(images, labels, args)

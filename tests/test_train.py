@@ -194,12 +194,15 @@ def trained(tmp_path_factory):
     (data / "with_mask" / "notes.txt").write_text("not an image")
     (data / "without_mask" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated")
     out = root / "out"
-    argv = ["-d", str(data), "-m", str(out / "mask_detector.keras"), "-p", str(out / "plot.png"),
+    code = train.main(tiny_training_argv(data, out))
+    return code, out
+
+
+def tiny_training_argv(data: Path, out: Path) -> list:
+    return ["-d", str(data), "-m", str(out / "mask_detector.keras"), "-p", str(out / "plot.png"),
             "--metrics", str(out / "metrics.json"), "--report-dir", str(out / "reports"),
             "--epochs", "1", "--fine-tune-epochs", "1", "--batch-size", "8", "--weights", "none",
-            "--tflite", "float32,int8", "--tflite-default", "int8"]
-    code = train.main(argv)
-    return code, out
+            "--tflite", "float32,int8", "--tflite-default", "int8", "--deterministic"]
 
 
 def test_tiny_training_writes_every_output(trained):
@@ -245,6 +248,20 @@ def test_float32_litert_agrees_with_keras(trained):
     expected = model.predict(batch, verbose=0)
     got = train.tflite_predict((out / "mask_detector_float32.tflite").read_bytes(), batch)
     np.testing.assert_allclose(got, expected, atol=1e-4)
+
+
+@pytest.mark.slow
+def test_deterministic_training_gives_identical_weights(trained, tmp_path):
+    """Two runs of one command give the same weights (without --deterministic this test fails)."""
+    import keras
+
+    _, out = trained
+    again = tmp_path / "again"
+    assert train.main(tiny_training_argv(out.parent / "data set", again)) == 0
+    first, second = (keras.saving.load_model(folder / "mask_detector.keras", compile=False, safe_mode=True)
+                     for folder in (out, again))
+    for a, b in zip(first.get_weights(), second.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
 
 
 def test_evaluate_mode_scores_a_labelled_folder(trained, tiny_dataset, tmp_path, capsys):
