@@ -53,8 +53,9 @@ SSD_SIZE = 300
 # many pixels of the next smaller input, the ones too small for that input (at larger inputs res10
 # invents big faces: 0.99 on a blank wall, 0.999 on Grace Hopper's shoulder).
 LATER_PASS_MAX_FACE = 64
-# ... and runs only if those faces may reach this many pixels of the frame: smaller faces are seldom
-# labelled right (scenes: 0.71-0.80 under 20 px; README, "Results").
+# ... and runs only if those faces may reach this many pixels of the frame: the scene targets
+# count faces from 20 px, and smaller ones are labelled right less often (scenes: 0.84 under 20 px,
+# 0.90 at 20-40 px; README, "Results").
 LATER_PASS_MIN_FACE = 20
 # Close-up handling (see detect_faces), measured on Face Mask 12K's close-ups and on the scenes:
 CLOSE_UP_MIN_FACE = 0.3  # a face added by the border pass spans >= this fraction of the shorter side
