@@ -809,6 +809,7 @@ def test_video_only_argument_errors(capsys):
     (["--epochs", "1.5"], "argument --epochs: invalid positive_int value: '1.5'"),
     (["--face-confidence", "1.5"], "argument --face-confidence: must lie in [0, 1], got 1.5"),
     (["--face-confidence", "-0.1"], "argument --face-confidence: must lie in [0, 1], got -0.1"),
+    (["--face-border", "1.5"], "argument --face-border: must lie in [0, 1], got 1.5"),
     (["--test-size", "nan"], "argument --test-size: must lie in [0, 1], got nan"),
     (["--learning-rate", "0"], "argument --learning-rate: must be > 0, got 0.0"),
     (["--crop", "everything"], "argument --crop: invalid choice: 'everything'"),

@@ -84,6 +84,95 @@ def test_mask_region_finds_a_light_blue_mask_on_the_lower_face():
     assert region[:60].sum() == 0
 
 
+class TwoLookNet:
+    """A stand-in for res10: `first` rows (score, x1, y1, x2, y2 in 0-1) for the photo as given, `framed`
+    rows for every later input (the photo inside its black border)."""
+
+    def __init__(self, first, framed):
+        self.looks = [first, framed]
+        self.inputs = []
+
+    def setInput(self, blob):  # noqa: N802 - OpenCV's name
+        self.inputs.append(blob.shape[2:])
+
+    def forward(self):
+        rows = self.looks[min(len(self.inputs), 2) - 1]
+        return np.array([[[[0, 1, *row] for row in rows] or [[0] * 7]]], np.float32)
+
+
+def test_a_corner_box_on_a_close_up_gives_way_to_the_whole_face():
+    photo = np.full((100, 100, 3), 90, np.uint8)
+    # The corner box (45, 40)-(100, 100) touches the edge; border 0.25 frames the photo at (25, 25) in a
+    # 150x150 input, where the whole face (27, 27)-(123, 123) is (2, 2)-(98, 98) in the photo.
+    corner, whole = (0.999, 0.45, 0.40, 1.0, 1.0), (0.95, 27 / 150, 27 / 150, 123 / 150, 123 / 150)
+    net = TwoLookNet([corner], [whole])
+    assert train.most_confident_face(net, photo, 0.5, border=0.25) == (2, 2, 98, 98)
+    assert net.inputs == [(300, 300), (300, 300)]
+    # border 0 (the default): the first look only, corner box and all
+    net = TwoLookNet([corner], [whole])
+    assert train.most_confident_face(net, photo, 0.5) == (45, 40, 100, 100)
+    assert len(net.inputs) == 1
+
+
+def test_the_border_look_runs_when_nothing_is_found_and_not_for_a_face_inside_the_photo():
+    photo = np.full((100, 100, 3), 90, np.uint8)
+    whole = (0.9, 30 / 150, 30 / 150, 120 / 150, 120 / 150)  # (5, 5)-(95, 95) in the photo at border 0.25
+    assert train.most_confident_face(TwoLookNet([], [whole]), photo, 0.5, border=0.25) == (5, 5, 95, 95)
+    assert train.most_confident_face(TwoLookNet([], [whole]), photo, 0.5) is None
+    inside = TwoLookNet([(0.9, 0.3, 0.3, 0.6, 0.6)], [whole])
+    assert train.most_confident_face(inside, photo, 0.5, border=0.25) == (30, 30, 60, 60)
+    assert len(inside.inputs) == 1
+    # a face found first keeps the border look to close-ups (spanning 0.3 of the shorter side)
+    small = (0.99, 60 / 150, 60 / 150, 80 / 150, 80 / 150)
+    first = TwoLookNet([(0.8, 0.0, 0.3, 0.4, 0.7)], [small])
+    assert train.most_confident_face(first, photo, 0.5, border=0.25) == (0, 30, 40, 70)
+    assert len(first.inputs) == 2  # the face touches the edge, so the border look ran
+
+
+def test_face_border_flag_is_off_by_default_and_shares_the_detect_scripts_values():
+    import detect_mask_image
+
+    assert train.parse_args([]).face_border == train.DEFAULT_FACE_BORDER == 0.0  # the committed recipe
+    assert train.parse_args(["--face-border", "0.3"]).face_border == detect_mask_image.DEFAULT_BORDER
+    assert train.EDGE_MARGIN == detect_mask_image.EDGE_MARGIN
+    assert (train.CLOSE_UP_MIN_FACE, train.CONTAINED_FRACTION) == (detect_mask_image.CLOSE_UP_MIN_FACE,
+                                                                  detect_mask_image.CONTAINED_FRACTION)
+
+
+def test_inside_fraction():
+    assert train.inside_fraction((10, 10, 20, 20), (0, 0, 100, 100)) == 1.0
+    assert train.inside_fraction((0, 0, 10, 10), (5, 0, 100, 100)) == 0.5
+    assert train.inside_fraction((0, 0, 10, 10), (20, 20, 30, 30)) == 0.0
+
+
+def iou(a, b):
+    inter = max(0, min(a[2], b[2]) - max(a[0], b[0])) * max(0, min(a[3], b[3]) - max(a[1], b[1]))
+    return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
+
+
+@pytest.mark.parametrize("photo_name", ["grace_hopper", "astronaut"])
+@pytest.mark.parametrize("margin", [-0.05, 0.0, 0.05])
+def test_training_crops_a_real_close_up_as_the_image_script_does(photo_name, margin):
+    """A photo cut to its face: res10 alone boxes one corner of the face; training with --face-border 0.3,
+    like the image script, looks again inside a black border and crops the whole face."""
+    import detect_helpers
+    import detect_mask_image
+
+    photo = getattr(detect_helpers, photo_name)()
+    net = detect_helpers.face_net()
+    (x1, y1, x2, y2), _ = detect_mask_image.detect_faces(photo, net, 0.5, [300], 0.3)[0]
+    dx, dy = round(margin * (x2 - x1)), round(margin * (y2 - y1))
+    close_up = photo[max(0, y1 - dy):y2 + dy, max(0, x1 - dx):x2 + dx]
+    height, width = close_up.shape[:2]
+    corner = train.most_confident_face(net, close_up, 0.5)  # the default, border 0
+    assert (corner[2] - corner[0]) * (corner[3] - corner[1]) < 0.5 * width * height
+    box = train.most_confident_face(net, close_up, 0.5, border=0.3)
+    assert (box[2] - box[0]) * (box[3] - box[1]) > 0.75 * width * height
+    (script_box, _), = detect_mask_image.detect_faces(close_up, net, 0.5, [300], 0.3, border=0.3,
+                                                      close_up_confidence=1.0)
+    assert iou(box, script_box) > 0.9
+
+
 # --- command line: bad input -----------------------------------------------------------------------
 def write_image(path: Path, seed: int, size=(64, 64)) -> None:
     rng = np.random.default_rng(seed)
