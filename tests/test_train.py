@@ -145,11 +145,6 @@ def test_inside_fraction():
     assert train.inside_fraction((0, 0, 10, 10), (20, 20, 30, 30)) == 0.0
 
 
-def iou(a, b):
-    inter = max(0, min(a[2], b[2]) - max(a[0], b[0])) * max(0, min(a[3], b[3]) - max(a[1], b[1]))
-    return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
-
-
 @pytest.mark.parametrize("photo_name", ["grace_hopper", "astronaut"])
 @pytest.mark.parametrize("margin", [-0.05, 0.0, 0.05])
 def test_training_crops_a_real_close_up_as_the_image_script_does(photo_name, margin):
@@ -157,6 +152,7 @@ def test_training_crops_a_real_close_up_as_the_image_script_does(photo_name, mar
     like the image script, looks again inside a black border and crops the whole face."""
     import detect_helpers
     import detect_mask_image
+    from score_scenes import iou
 
     photo = getattr(detect_helpers, photo_name)()
     net = detect_helpers.face_net()
