@@ -42,13 +42,14 @@ def detect_module():
     return detect_mask_image
 
 
-def faces_of(dm, net, frame, last_chance):
-    """[(box, score, from_last_chance)] with the image script's default detector settings."""
-    settings = (dm.DEFAULT_CONFIDENCE, list(dm.DEFAULT_DETECT_SIZES), DEFAULT_NMS, dm.DEFAULT_BORDER)
-    faces = dm.detect_faces(frame, net, *settings, LAST_CHANCE_OFF, dm.DEFAULT_MIRROR)
-    if faces or not last_chance:
+def faces_of(dm, net, frame, border, mirror):
+    """[(box, score, from_last_chance)] with the image script's default detector settings but border and
+    mirror; faces found only by the last-chance rule are marked."""
+    settings = (dm.DEFAULT_CONFIDENCE, list(dm.DEFAULT_DETECT_SIZES), DEFAULT_NMS, border)
+    faces = dm.detect_faces(frame, net, *settings, LAST_CHANCE_OFF, mirror)
+    if faces or border <= 0:
         return [(box, score, False) for box, score in faces]
-    faces = dm.detect_faces(frame, net, *settings, dm.DEFAULT_CLOSE_UP_CONFIDENCE, dm.DEFAULT_MIRROR)
+    faces = dm.detect_faces(frame, net, *settings, dm.DEFAULT_CLOSE_UP_CONFIDENCE, mirror)
     return [(box, score, True) for box, score in faces]
 
 
@@ -64,15 +65,17 @@ def crops_of(dm, frame, boxes):
     return out
 
 
-def build(cache, validation, threads):
+def build(cache, validation, threads, border=None, mirror=None, limit=0):
     import cv2
 
     dm = detect_module()
+    border = dm.DEFAULT_BORDER if border is None else border
+    mirror = dm.DEFAULT_MIRROR if mirror is None else mirror
     cv2.setNumThreads(threads)
     net = dm.load_face_detector()
     photos = []  # (set, path, truth) truth: label (12K) or None (scenes)
     for folder, label in score_labelled.CLASSES:
-        for path in score_labelled.list_images(validation / "face_mask_12k" / folder, dm.IMAGE_EXTENSIONS):
+        for path in score_labelled.list_images(validation / "face_mask_12k" / folder, dm.IMAGE_EXTENSIONS, limit):
             photos.append(("12k", path, label))
     for path, _ in score_scenes.list_scenes(validation / "scenes"):
         photos.append(("scenes", path, None))
@@ -80,10 +83,11 @@ def build(cache, validation, threads):
     started = time.perf_counter()
     for index, (name, path, truth) in enumerate(photos):
         frame = dm.read_image(path)
-        faces = faces_of(dm, net, frame, last_chance=True)
+        faces = faces_of(dm, net, frame, border, mirror)
         crops += crops_of(dm, frame, [box for box, _, _ in faces])
         rows += [(index, *box, score, last) for box, score, last in faces]
-        meta.append({"set": name, "path": str(path), "truth": truth, "shape": list(frame.shape[:2])})
+        meta.append({"set": name, "path": str(path), "truth": truth, "shape": list(frame.shape[:2]),
+                     "border": border, "mirror": mirror})
         if (index + 1) % 200 == 0:
             print(f"  {index + 1} of {len(photos)} photos, {time.perf_counter() - started:.0f} s",
                   file=sys.stderr, flush=True)
@@ -159,6 +163,33 @@ def line(model, threshold, labelled, scenes, auc):
             f"{scenes['false_positives_per_image']:.2f}")
 
 
+def recrop_with_area(dm, faces, meta):
+    """The cached face boxes cropped again, resized with INTER_AREA at every size (the rule before cubic
+    enlargement of small faces)."""
+    import cv2
+
+    out = np.empty((len(faces), 224, 224, 3), np.uint8)
+    frame, loaded = None, None
+    for row, (index, x1, y1, x2, y2, _, _) in enumerate(faces):
+        if loaded != int(index):
+            frame, loaded = dm.read_image(meta[int(index)]["path"]), int(index)
+        x1, y1, x2, y2 = dm.clip_box((x1, y1, x2, y2), frame.shape[1], frame.shape[0])
+        face = cv2.cvtColor(frame[y1:y2, x1:x2], cv2.COLOR_BGR2RGB)
+        out[row] = cv2.resize(face, (224, 224), interpolation=cv2.INTER_AREA)
+    return out
+
+
+def same_photos(crops, faces, meta, other_meta):
+    """The cache restricted to the photos other_meta names (photo indices renumbered)."""
+    wanted = {info["path"] for info in other_meta}
+    keep = [i for i, info in enumerate(meta) if info["path"] in wanted]
+    new_index = {old: new for new, old in enumerate(keep)}
+    rows = [r for r, face in enumerate(faces) if int(face[0]) in new_index]
+    faces = faces[rows].copy()
+    faces[:, 0] = [new_index[int(i)] for i in faces[:, 0]]
+    return crops[rows], faces, [meta[i] for i in keep]
+
+
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("models", nargs="*", help=".tflite or .keras classifiers to score")
@@ -167,6 +198,14 @@ def parse_args(argv=None):
     parser.add_argument("--validation", type=Path, default=VALIDATION, help="default: %(default)s")
     parser.add_argument("--threshold", type=float, nargs="+", default=[0.5], help="Mask thresholds")
     parser.add_argument("--no-last-chance", action="store_true", help="drop the last-chance close-up faces")
+    parser.add_argument("--border", type=float, help="with --build: the detector's --border (default: the image "
+                                                      "script's)")
+    parser.add_argument("--mirror", type=int, choices=(0, 1), help="with --build: 0 = --no-mirror")
+    parser.add_argument("--limit", type=int, default=0, help="with --build: the first N photos of each 12K class")
+    parser.add_argument("--area", action="store_true",
+                        help="crop the cached boxes again with INTER_AREA at every size instead of cubic enlargement")
+    parser.add_argument("--same-photos-as", type=Path, metavar="CACHE",
+                        help="score only the photos that this other cache holds (to compare detector settings)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--output", type=Path, help="also write every result as JSON here")
     return parser.parse_args(argv)
@@ -176,7 +215,8 @@ def main(argv=None):
     args = parse_args(argv)
     dm = detect_module()
     if args.build:
-        build(args.cache, args.validation, args.threads)
+        build(args.cache, args.validation, args.threads, args.border,
+              None if args.mirror is None else bool(args.mirror), args.limit)
     if not args.models:
         return 0
     if not args.cache.is_file():
@@ -184,6 +224,10 @@ def main(argv=None):
         return 2
     data = np.load(args.cache)
     crops, faces, meta = data["crops"], data["faces"], json.loads(str(data["meta"]))
+    if args.same_photos_as:
+        crops, faces, meta = same_photos(crops, faces, meta, json.loads(str(np.load(args.same_photos_as)["meta"])))
+    if args.area:
+        crops = recrop_with_area(dm, faces, meta)
     results = []
     for model in args.models:
         mask_p = mask_probabilities(dm, model, crops, args.threads)
