@@ -499,7 +499,7 @@ def load_classifier(path, threads=2):
                          "files: re-save it with model.save('mask_detector.keras') where it was made")
     if suffix in LEGACY_SUFFIXES:
         raise UsageError(f"{path}: a legacy 2020 model; convert it once with 'python train_mask_detector.py "
-                         f"--convert {path}' and pass the {path.with_suffix('.tflite').name} it writes")
+                         f"--convert {path}', then pass -m {path.with_suffix('.tflite')}")
     raise UsageError(f"{path}: unknown model type {suffix or '(no extension)'!r}; use a .tflite or .keras file")
 # ---- END SHARED BLOCK -------------------------------------------------------
 
