@@ -190,7 +190,9 @@ def quiet_native_stderr():
 
 def has_display():
     """True where a window can be shown (on Linux: DISPLAY or WAYLAND_DISPLAY set)."""
-    return not sys.platform.startswith("linux") or bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+    if sys.platform.startswith("linux"):
+        return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+    return True
 
 
 def temp_path_beside(target):
@@ -216,7 +218,8 @@ def check_writable(target):
 
 
 def clip_box(box, width, height):
-    """(x1, y1, x2, y2) rounded to ints and clipped to the frame, half-open (frame[y1:y2, x1:x2]); None if empty."""
+    """Round (x1, y1, x2, y2) to ints and clip to a width x height frame: half-open (frame[y1:y2, x1:x2] is
+    the face); None when empty."""
     try:
         x1, y1, x2, y2 = (int(round(float(v))) for v in box)
     except (TypeError, ValueError, OverflowError):
@@ -310,7 +313,8 @@ def classify_faces(frame, faces, classifier, mask_threshold):
     results = []
     for row, i in zip(probs, kept):
         label, chance = label_face(row, mask_threshold)
-        results.append({"box": list(faces[i][0]), "confidence": faces[i][1], "label": label, "probability": chance})
+        results.append({"box": list(faces[i][0]), "confidence": faces[i][1],
+                        "label": label, "probability": chance})
     return results
 
 
@@ -365,8 +369,8 @@ def find_face_detector(face_dir=DEFAULT_FACE_DIR):
         if proto and (place / CAFFEMODEL).is_file():
             return proto, place / CAFFEMODEL
         if face_dir != DEFAULT_FACE_DIR:
-            missing = [name for name, found in ((PROTOTXT_NAMES[0], proto), (CAFFEMODEL, (place / CAFFEMODEL).is_file()))
-                       if not found]
+            found = {PROTOTXT_NAMES[0]: proto, CAFFEMODEL: (place / CAFFEMODEL).is_file()}
+            missing = [name for name, there in found.items() if not there]
             raise UsageError(f"--face {face_dir}: no {' and no '.join(missing)} in {place}; put the res10 files "
                              f"there, or leave --face out to use the copy in {FACE_PACKAGE}")
     raise UsageError(f"face detector not found: {folder} has no {CAFFEMODEL} and deploy.prototxt, "
@@ -595,7 +599,8 @@ def add_model_arguments(parser, detect_sizes=DEFAULT_DETECT_SIZES, border=DEFAUL
                         help="also run the face detector on the mirror image (res10 finds some faces one way "
                         "round only); twice the detector's time" + (" (the default)" if mirror else ""))
     parser.add_argument("--no-mirror", dest="mirror", action="store_false",
-                        help="run the face detector on the image as it is only" + ("" if mirror else " (the default)"))
+                        help="run the face detector on the image as it is only"
+                        + ("" if mirror else " (the default)"))
 
 
 def parse_args(argv=None):

@@ -289,3 +289,17 @@ def test_classic_examples_after_converting_the_legacy_model(tmp_path, capsys):
         assert largest(by_name["example_02.png"])["label"] == "No Mask", model
         labels = {f["label"] for f in by_name["example_03.png"]}
         assert labels >= {"Mask", "No Mask"}, model  # the masked woman in front and the man behind her
+
+
+def test_a_normal_run_prints_only_the_face_lines():
+    """The README's first command, as a user runs it: the two face lines and nothing else, on either stream
+    (LiteRT's "INFO: Created TensorFlow Lite XNNPACK delegate for CPU." included); --debug shows it."""
+    env = {key: value for key, value in os.environ.items() if key not in ("DISPLAY", "WAYLAND_DISPLAY")}
+    command = [sys.executable, "detect_mask_image.py", "--image", "examples/group.jpg", "--no-display"]
+    proc = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0 and proc.stderr == "", proc.stderr
+    lines = proc.stdout.splitlines()
+    assert len(lines) == 2 and all(line.startswith("examples/group.jpg: face ") for line in lines), lines
+    proc = subprocess.run([*command, "--detect-size", "300", "--no-mirror", "--debug"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0 and "XNNPACK" in proc.stderr

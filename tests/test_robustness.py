@@ -33,8 +33,9 @@ Models
   safe_mode on ............................. test_keras_models_load_in_safe_mode (slow)
   face detector missing / wrong checksum ... test_face_detector_problems_are_one_error_line,
                                              test_detect_common::test_face_detector_*,
+                                             test_detect_common::test_a_face_folder_given_without_the_files_*,
                                              test_training_checks_the_face_detector_first
-  legacy .model / .h5 ...................... test_detect_common::test_legacy_models_are_refused_with_the_conversion_command,
+  legacy .model / .h5 ...................... test_detect_common::test_legacy_models_are_refused_with_the_*,
                                              test_train::test_convert_*, (slow) test_detect_image::
                                              test_classic_examples_after_converting_the_legacy_model
   training's --evaluate / --export-only models
