@@ -500,8 +500,6 @@ def load_classifier(path, threads=2):
 # ---- END SHARED BLOCK -------------------------------------------------------
 
 
-
-
 def detect_faces(frame, net, confidence, sizes, nms):
     """[(box, score)] of ssd_faces, boxes mostly inside a larger one dropped; best first."""
     return drop_contained(ssd_faces(frame, net, confidence, sizes, nms))
@@ -529,7 +527,10 @@ def parse_args(argv=None):
 
 
 def open_source(source):
-    """(cv2.VideoCapture, is_live) for a camera index, a file or a URL; UsageError if it fails."""
+    """(cv2.VideoCapture, is_live) for a camera index, a file or a URL; UsageError if it fails.
+
+    The frame loop reads the capture itself, not through imutils' threaded VideoStream: that keeps only the
+    newest frame and hides failed reads, which --max-failures counts."""
     if source.isdigit():
         capture, live, what = cv2.VideoCapture(int(source)), True, f"camera {source}"
         hint = "check the index (0 is the first camera) or pass -i VIDEO_FILE"

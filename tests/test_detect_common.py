@@ -219,7 +219,7 @@ def test_mask_threshold_must_lie_strictly_between_0_and_1(script, value, capsys)
 
 def test_shared_block_stays_short():
     """The twin holds the detect-and-classify step and what both scripts need around it, nothing more."""
-    assert len(shared_block(image_script).splitlines()) < 460
+    assert len(shared_block(image_script).splitlines()) < 480  # 459 now; 675 before issue #19
 
 
 @pytest.mark.parametrize("flag", ["--border", "--close-up-confidence", "--mirror", "--no-mirror"])
