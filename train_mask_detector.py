@@ -129,6 +129,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                         "the detect scripts' Mask threshold (0.15) turns into wrong labels")
     p.add_argument("--evaluate", metavar="DIR", help="score --model on a labelled folder instead of training")
     p.add_argument("--export-only", action="store_true", help="write the LiteRT files of --model (no training)")
+    p.add_argument("--convert", metavar="PATH", help="convert a legacy 2020 .model/.h5 once: writes <stem>.keras and <stem>.tflite")
     # the 2020 recipe
     p.add_argument("--epochs", type=positive_int, default=20, help="epochs of the head phase (2020: 20)")
     p.add_argument("--batch-size", type=positive_int, default=32, help="images per step (2020: 32)")
@@ -1117,6 +1118,93 @@ def train(args) -> int:
     return 0
 
 
+# --- legacy 2020 models (--convert) ------------------------------------------------------------------
+LEGACY_SUFFIXES = (".h5", ".hdf5", ".model")  # HDF5 files saved by tf.keras 2.x (the 2020 tutorial's .model)
+# Output width of MobileNetV2's block_16_project for each alpha (to rebuild a legacy model's base).
+ALPHA_BY_CHANNELS = {112: 0.35, 160: 0.5, 240: 0.75, 320: 1.0, 416: 1.3, 448: 1.4}
+
+
+def build_2020_model(keras, alpha: float = 1.0, hidden: int = 128):
+    """The 2020 tutorial's classifier: MobileNetV2 base + pool/flatten/dense head, no weights."""
+    base = keras.applications.MobileNetV2(weights=None, include_top=False, alpha=alpha,
+                                          input_shape=(*IMAGE_SIZE, 3))
+    x = keras.layers.AveragePooling2D(pool_size=(7, 7))(base.output)
+    x = keras.layers.Flatten()(x)
+    x = keras.layers.Dense(hidden, activation="relu")(x)
+    x = keras.layers.Dropout(0.5)(x)
+    x = keras.layers.Dense(len(LABELS), activation="softmax")(x)
+    return keras.Model(base.input, x)
+
+
+def read_legacy_weights(path: Path) -> list:
+    """[(layer name, weight names, arrays)] of each layer with weights of a Keras 2 HDF5 model, in saved
+    order, read with h5py (no code from the file runs)."""
+    import h5py
+
+    expected = "expected a legacy .h5/.model saved by Keras 2"
+    if not h5py.is_hdf5(path):
+        raise UsageError(f"{path}: not an HDF5 file; {expected}")
+    text = (lambda v: v.decode() if isinstance(v, bytes) else str(v))
+    saved = []
+    try:
+        with h5py.File(path, "r") as f:
+            group = f["model_weights"] if "model_weights" in f else f
+            for name in map(text, group.attrs.get("layer_names", [])):
+                names = [text(w) for w in group[name].attrs.get("weight_names", [])]
+                if names:
+                    saved.append((name, names, [np.asarray(group[name][w]) for w in names]))
+    except (OSError, KeyError, ValueError, TypeError) as error:  # truncated, or not a Keras layout
+        reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        raise UsageError(f"{path}: cannot read the HDF5 model ({reason}); {expected}") from None
+    if not saved:
+        raise UsageError(f"{path}: HDF5 file without Keras layer weights; {expected}")
+    return saved
+
+
+def load_legacy_model(path: Path):
+    """Rebuild the 2020 architecture (alpha and head size read from the weights) and fill it from path."""
+    saved = read_legacy_weights(path)
+    import keras
+
+    dense = [arrays[0].shape for _, _, arrays in saved if arrays[0].ndim == 2]
+    project = [arrays[0].shape[-1] for name, _, arrays in saved if name == "block_16_project"]
+    model = build_2020_model(keras, ALPHA_BY_CHANNELS.get(project[0] if project else 320, 1.0),
+                             dense[0][1] if len(dense) == 2 else 128)
+    layers = [layer for layer in model.layers if layer.weights]
+    if len(layers) != len(saved):
+        raise UsageError(f"{path}: {len(saved)} layers with weights, but the 2020 MobileNetV2 mask classifier "
+                         f"has {len(layers)}; re-save the model as .keras with the Keras that trained it")
+    for layer, (name, names, arrays) in zip(layers, saved):
+        short = [n.rsplit("/", 1)[-1].split(":")[0] for n in names]
+        wanted = [w.name for w in layer.weights]
+        if sorted(short) == sorted(wanted):
+            arrays = [arrays[short.index(w)] for w in wanted]
+        if [a.shape for a in arrays] != [tuple(w.shape) for w in layer.weights]:
+            raise UsageError(f"{path}: layer {name} has weights {[a.shape for a in arrays]}, expected "
+                             f"{[tuple(w.shape) for w in layer.weights]}; not a 2020-style mask classifier")
+        layer.set_weights(arrays)
+    return model
+
+
+def convert_legacy(args) -> int:
+    """--convert: a legacy HDF5 model -> <stem>.keras and <stem>.tflite (float16, as training's default file)."""
+    source = Path(args.convert)
+    keras_path, tflite_path = source.with_suffix(".keras"), source.with_suffix(".tflite")
+    if source.suffix.lower() not in LEGACY_SUFFIXES:
+        raise UsageError(f"--convert {source}: expected a legacy {'/'.join(LEGACY_SUFFIXES)} file")
+    if not source.is_file():
+        raise UsageError(f"--convert {source}: no such file; pass the legacy .model/.h5 classifier")
+    check_writable(keras_path)
+    model = load_legacy_model(source)
+    probe = model.predict_on_batch(np.zeros((1, *IMAGE_SIZE, 3), np.float32))
+    if not np.allclose(np.sum(probe), 1.0, atol=1e-3):
+        raise UsageError(f"{source}: output {np.round(probe, 4).tolist()} for a blank face is not a softmax")
+    save_model(model, keras_path)
+    atomic_write_bytes(tflite_path, tflite_bytes(model, "float16", np.zeros((0, *IMAGE_SIZE, 3), np.uint8)))
+    print(f"[INFO] wrote {keras_path} and {tflite_path} (float16); the detect scripts load either")
+    return 0
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -1125,6 +1213,8 @@ def main(argv=None) -> int:
             return evaluate_folder(args)
         if args.export_only:
             return export_only(args)
+        if args.convert:
+            return convert_legacy(args)
         return train(args)
     except UsageError as error:
         if args.debug:

@@ -415,10 +415,9 @@ def child_pipeline(args):
         ok, frame = capture.read()
         if not ok or frame is None:
             return None
-        frame = dmv.to_bgr8(frame)
         decoded = time.perf_counter()
         faces = dmv.detect_and_classify(frame, net, classifier, options.confidence, options.detect_size,
-                                        options.nms, options.border, options.mask_threshold)
+                                        options.nms, options.mask_threshold)
         classified = time.perf_counter()
         rate = 1.0 / max(classified - start, 1e-6)
         smoothed[0] = rate if smoothed[0] is None else (dmv.FPS_SMOOTHING * smoothed[0]
@@ -434,7 +433,7 @@ def child_pipeline(args):
     serve_video(args, step, lambda: {
         "tensorflow_imported": "tensorflow" in sys.modules,
         "options": {"detect_size": options.detect_size, "threads": options.threads,
-                    "confidence": options.confidence, "border": options.border,
+                    "confidence": options.confidence,
                     "model": str(dmv.find_model(options.model))}})
 
 

@@ -50,8 +50,10 @@ def detect_module():
 
 
 def list_images(folder, extensions, limit=0):
-    """Image files of folder, sorted by name as detect_mask_image.py does; first `limit` if > 0."""
-    found = sorted(p for p in Path(folder).iterdir() if p.is_file() and p.suffix.lower() in extensions)
+    """Image files of folder (subfolders too), sorted as detect_mask_image.py expands a folder; first `limit`
+    if > 0."""
+    from imutils.paths import list_files
+    found = sorted(Path(p) for p in list_files(folder, validExts=tuple(extensions)))
     return found[:limit] if limit > 0 else found
 
 

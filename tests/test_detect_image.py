@@ -129,6 +129,20 @@ def test_folder_expands_to_sorted_images(stub, tmp_path, capsys):
     assert sorted(p.name for p in out.iterdir()) == ["a.jpg", "b.png", "c.PNG"]
 
 
+def test_folder_expansion_takes_subfolders_too_in_path_order(stub, tmp_path, capsys):
+    model, _ = stub
+    folder = tmp_path / "photos"
+    for name in ("b.png", "sub/a.jpg", "a.tif", "sub/deeper/z.webp"):
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        write_image(folder / name, np.zeros((20, 20, 3), np.uint8))
+    (folder / "sub" / "notes.txt").write_text("not an image")
+    (folder / "c.jpeg.bak").write_text("not an image either")
+    status, records, _ = run_json(capsys, "-i", folder, "-m", model)
+    assert status == 0
+    assert [Path(r["image"]).relative_to(folder).as_posix() for r in records] == [
+        "a.tif", "b.png", "sub/a.jpg", "sub/deeper/z.webp"]
+
+
 def test_several_images_with_the_same_name_get_distinct_outputs(stub, tmp_path, capsys):
     model, _ = stub
     paths = []
@@ -253,16 +267,39 @@ def test_tflite_path_never_imports_tensorflow(photo, tmp_path):
 
 
 @pytest.mark.slow
-def test_classic_examples_with_the_legacy_model(capsys):
-    examples = shared_path("examples")
-    legacy = shared_path("legacy", "mask_detector.model")
-    status, records, err = run_json(capsys, "-i", examples, "-m", legacy)
-    assert status == 0, err
-    by_name = {Path(r["image"]).name: r["faces"] for r in records}
+def test_classic_examples_after_converting_the_legacy_model(tmp_path, capsys):
+    """The 2020 model, converted once by train_mask_detector.py --convert, labels the classic photos right
+    through both files it writes (with the 2020 argmax, --mask-threshold 0.5)."""
+    import shutil
 
-    def largest(faces):
-        return max(faces, key=lambda f: (f["box"][2] - f["box"][0]) * (f["box"][3] - f["box"][1]))
-    assert largest(by_name["example_01.png"])["label"] == "Mask"
-    assert largest(by_name["example_02.png"])["label"] == "No Mask"
-    labels = {f["label"] for f in by_name["example_03.png"]}
-    assert labels >= {"Mask", "No Mask"}  # the masked woman in front and the man behind her
+    import train_mask_detector as train
+
+    examples = shared_path("examples")
+    legacy = shutil.copyfile(shared_path("legacy", "mask_detector.model"), tmp_path / "mask_detector.model")
+    assert train.main(["--convert", str(legacy)]) == 0
+    assert "wrote" in capsys.readouterr().out
+    for model in (tmp_path / "mask_detector.keras", tmp_path / "mask_detector.tflite"):
+        status, records, err = run_json(capsys, "-i", examples, "-m", model, "--mask-threshold", "0.5")
+        assert status == 0 and err == "", err
+        by_name = {Path(r["image"]).name: r["faces"] for r in records}
+
+        def largest(faces):
+            return max(faces, key=lambda f: (f["box"][2] - f["box"][0]) * (f["box"][3] - f["box"][1]))
+        assert largest(by_name["example_01.png"])["label"] == "Mask", model
+        assert largest(by_name["example_02.png"])["label"] == "No Mask", model
+        labels = {f["label"] for f in by_name["example_03.png"]}
+        assert labels >= {"Mask", "No Mask"}, model  # the masked woman in front and the man behind her
+
+
+def test_a_normal_run_prints_only_the_face_lines():
+    """The README's first command, as a user runs it: the two face lines and nothing else, on either stream
+    (LiteRT's "INFO: Created TensorFlow Lite XNNPACK delegate for CPU." included); --debug shows it."""
+    env = {key: value for key, value in os.environ.items() if key not in ("DISPLAY", "WAYLAND_DISPLAY")}
+    command = [sys.executable, "detect_mask_image.py", "--image", "examples/group.jpg", "--no-display"]
+    proc = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0 and proc.stderr == "", proc.stderr
+    lines = proc.stdout.splitlines()
+    assert len(lines) == 2 and all(line.startswith("examples/group.jpg: face ") for line in lines), lines
+    proc = subprocess.run([*command, "--detect-size", "300", "--no-mirror", "--debug"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0 and "XNNPACK" in proc.stderr

@@ -33,9 +33,11 @@ Models
   safe_mode on ............................. test_keras_models_load_in_safe_mode (slow)
   face detector missing / wrong checksum ... test_face_detector_problems_are_one_error_line,
                                              test_detect_common::test_face_detector_*,
+                                             test_detect_common::test_a_face_folder_given_without_the_files_*,
                                              test_training_checks_the_face_detector_first
-  legacy mask_detector.model ............... (slow) test_detect_image::test_classic_examples_with_the_legacy_model,
-                                             test_detect_common::test_legacy_2020_model_loads_and_classifies_the_examples
+  legacy .model / .h5 ...................... test_detect_common::test_legacy_models_are_refused_with_the_*,
+                                             test_train::test_convert_*, (slow) test_detect_image::
+                                             test_classic_examples_after_converting_the_legacy_model
   training's --evaluate / --export-only models
                                             .. test_training_rejects_bad_models (slow),
                                              test_training_evaluate_checks_the_model_first
@@ -350,7 +352,6 @@ FOREIGN_MODELS = {
     "notes.tflite": b"hello, I am a text file\n",
     "empty.tflite": b"",
     "archive.tflite": "zip",
-    "notes.model": b"hello, I am a text file\n",
 }
 
 
@@ -366,7 +367,7 @@ def test_foreign_model_file_is_one_error_line(blank, tmp_path, capsys, name):
     out, err = capsys.readouterr()
     assert out == ""
     line = assert_one_error(err, path)
-    assert "expected" in line or "pass a legacy .h5/.model" in line, line
+    assert "expected" in line, line
 
 
 @pytest.fixture(scope="module")
@@ -400,8 +401,6 @@ def tiny_models(tmp_path_factory):
             m.save(paths[f"{name}.keras"])
             paths[f"{name}.tflite"] = folder / f"{name}.tflite"
             paths[f"{name}.tflite"].write_bytes(tf.lite.TFLiteConverter.from_keras_model(m).convert())
-        paths["good.h5"] = folder / "good.h5"
-        models["good"].save(paths["good.h5"])
         paths["lambda.keras"] = folder / "lambda.keras"
         lam.save(paths["lambda.keras"])
     marker.unlink(missing_ok=True)
@@ -416,8 +415,7 @@ def _cut(source, target):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("source, name", [("good.keras", "cut.keras"), ("good.tflite", "cut.tflite"),
-                                          ("good.h5", "cut.model")])
+@pytest.mark.parametrize("source, name", [("good.keras", "cut.keras"), ("good.tflite", "cut.tflite")])
 def test_truncated_model_is_one_error_line(tiny_models, blank, tmp_path, capsys, source, name):
     path = _cut(tiny_models[source], tmp_path / name)
     assert image_script.main(["-i", str(blank), "-m", str(path), "--no-display"]) == 2
@@ -889,7 +887,7 @@ def decoded_images(draw, dtypes=DECODED_DTYPES, channels=st.sampled_from([None, 
 @settings(max_examples=150, deadline=None)
 @given(image=decoded_images(), boxes=st.lists(BOXES, max_size=5))
 def test_detect_crop_and_preprocess_never_raises(script, image, boxes):
-    frame = script.to_bgr8(image)
+    frame = image_script.to_bgr8(image)  # decoded files: the image script's (video frames come as 8-bit BGR)
     assert frame.dtype == np.uint8 and frame.shape == (*image.shape[:2], 3)
     batch, kept = script.preprocess_faces(frame, boxes)
     height, width = image.shape[:2]
@@ -905,9 +903,8 @@ def test_detect_crop_and_preprocess_never_raises(script, image, boxes):
     st.builds(np.zeros, st.sampled_from([(0, 4, 3), (4, 0), (2, 2, 2, 3), (5,)]), st.just(np.uint8))))
 def test_unsupported_pixels_are_only_usage_errors(image):
     """What to_bgr8 cannot convert is a UsageError (one 'error:' line), never another exception."""
-    for script in SCRIPTS:
-        with pytest.raises(script.UsageError, match="unsupported"):
-            script.to_bgr8(image)
+    with pytest.raises(image_script.UsageError, match="unsupported"):
+        image_script.to_bgr8(image)
 
 
 @settings(max_examples=100, deadline=None)
@@ -960,7 +957,7 @@ class TwoPassNet:
         return self.rows[min(len(self.calls), 2) - 1].reshape(1, 1, 1, 7)
 
 
-@pytest.mark.parametrize("script", SCRIPTS)
+@pytest.mark.parametrize("script", [image_script])  # the close-up look and the mirror pass: image script only
 def test_border_retry_finds_close_ups_and_maps_boxes_back(script):
     frame = np.full((100, 100, 3), 90, np.uint8)
     # border 0.25 -> a 150x150 framed copy with the photo at (25, 25)-(125, 125); the fake face spans
@@ -973,7 +970,7 @@ def test_border_retry_finds_close_ups_and_maps_boxes_back(script):
                                0.4, border=0.0) == []
 
 
-@pytest.mark.parametrize("script", SCRIPTS)
+@pytest.mark.parametrize("script", [image_script])  # the close-up look and the mirror pass: image script only
 def test_a_weak_close_up_is_taken_only_when_nothing_else_is_found(script):
     frame = np.full((100, 100, 3), 90, np.uint8)
     # The border pass (150x150, photo at 25..125) sees a face of confidence 0.35 spanning (5, 5)-(95, 95).
@@ -1012,7 +1009,7 @@ class LeftBrightNet:
         return self.row if blob[..., :half].mean() > blob[..., half:].mean() else np.zeros((1, 1, 1, 7))
 
 
-@pytest.mark.parametrize("script", SCRIPTS)
+@pytest.mark.parametrize("script", [image_script])  # the close-up look and the mirror pass: image script only
 def test_the_mirror_pass_finds_a_face_and_maps_it_back(script):
     frame = np.full((100, 200, 3), 40, np.uint8)
     frame[:, 100:] = 200  # bright right half: the net sees its face only in the mirror image
@@ -1077,7 +1074,7 @@ def test_a_later_pass_runs_only_if_its_faces_can_reach_20_px(script, width, inpu
     assert net.seen == inputs
 
 
-@pytest.mark.parametrize("script", SCRIPTS)
+@pytest.mark.parametrize("script", [image_script])  # the close-up look and the mirror pass: image script only
 def test_a_corner_box_on_a_close_up_gives_way_to_the_whole_face(script):
     frame = np.full((100, 100, 3), 90, np.uint8)
     # the corner box (45, 40)-(100, 100) touches the edge; the framed pass (150x150, photo at 25..125)
@@ -1092,7 +1089,7 @@ def test_a_corner_box_on_a_close_up_gives_way_to_the_whole_face(script):
     assert [box for box, _ in script.detect_faces(frame, net, 0.5, [0], 0.3, border=0.0)] == [(45, 40, 100, 100)]
 
 
-@pytest.mark.parametrize("script", SCRIPTS)
+@pytest.mark.parametrize("script", [image_script])  # the close-up look and the mirror pass: image script only
 def test_a_face_away_from_the_edge_needs_no_border_pass(script):
     frame = np.full((100, 100, 3), 90, np.uint8)
     net = TwoPassNet([0, 1, 0.9, 0.3, 0.3, 0.6, 0.6], [0, 1, 0.95, 0.2, 0.2, 0.8, 0.8])
@@ -1100,7 +1097,7 @@ def test_a_face_away_from_the_edge_needs_no_border_pass(script):
     assert len(net.calls) == 1
 
 
-@pytest.mark.parametrize("script", SCRIPTS)
+@pytest.mark.parametrize("script", [image_script])  # the close-up look and the mirror pass: image script only
 def test_small_faces_from_the_border_pass_are_not_added_next_to_found_ones(script):
     frame = np.full((100, 200, 3), 90, np.uint8)
     # the first pass finds a face touching the left edge; the border pass (framed 260x160, photo at 30, 30)
@@ -1117,5 +1114,6 @@ def test_drop_contained_and_touches_edge(script):
     assert script.drop_contained([part, big, apart]) == [big, apart]
     assert script.drop_contained([part, big], fraction=0.8) == [part, big]
     assert script.drop_contained([]) == []
-    assert script.touches_edge((0, 10, 20, 30), 100, 100) and script.touches_edge((50, 50, 99, 60), 100, 100)
-    assert not script.touches_edge((10, 10, 90, 90), 100, 100)
+    touches_edge = image_script.touches_edge  # the close-up look: image script only
+    assert touches_edge((0, 10, 20, 30), 100, 100) and touches_edge((50, 50, 99, 60), 100, 100)
+    assert not touches_edge((10, 10, 90, 90), 100, 100)

@@ -390,3 +390,56 @@ def test_committed_model_on_the_grouped_held_out_split(shared_dir):
 
 
 COMMITTED_EXTRA = ("ilc2021", "ilc2021_small")  # ../shared/extra_training folders the committed model used
+
+
+# --- --convert: legacy 2020 models ----------------------------------------------------------------------
+def test_convert_refuses_what_is_not_a_legacy_model(tmp_path, capsys):
+    notes = tmp_path / "notes.model"
+    notes.write_text("hello, I am a text file\n")
+    assert train.main(["--convert", str(notes)]) == 2
+    assert capsys.readouterr().err == f"error: {notes}: not an HDF5 file; expected a legacy .h5/.model saved by Keras 2\n"
+    assert train.main(["--convert", str(tmp_path / "missing.model")]) == 2
+    assert "no such file" in capsys.readouterr().err
+    assert train.main(["--convert", str(tmp_path / "model.keras")]) == 2
+    assert "expected a legacy .h5/.hdf5/.model file" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.model"]
+
+
+def test_convert_refuses_a_cut_or_foreign_hdf5_file(tmp_path, capsys):
+    import h5py
+
+    foreign = tmp_path / "table.h5"
+    with h5py.File(foreign, "w") as f:
+        f["numbers"] = np.arange(1000.0)
+    assert train.main(["--convert", str(foreign)]) == 2
+    assert capsys.readouterr().err.endswith("HDF5 file without Keras layer weights; expected a legacy .h5/.model "
+                                            "saved by Keras 2\n")
+    cut = tmp_path / "cut.model"
+    cut.write_bytes(foreign.read_bytes()[:1000])
+    assert train.main(["--convert", str(cut)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"error: {cut}: cannot read the HDF5 model")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cut.model", "table.h5"]
+
+
+@pytest.mark.slow
+def test_convert_round_trip_keeps_the_model(tmp_path, capsys):
+    """A 2020-architecture model saved as HDF5 converts to .keras (the same outputs) and float16 .tflite."""
+    import shutil
+
+    import detect_helpers
+
+    models = detect_helpers.small_models()
+    legacy = shutil.copyfile(models["h5"], tmp_path / "mask_detector.h5")
+    assert train.main(["--convert", str(legacy)]) == 0
+    assert f"wrote {tmp_path / 'mask_detector.keras'} and {tmp_path / 'mask_detector.tflite'}" in capsys.readouterr().out
+    batch = detect_helpers.face_batch()
+    script = detect_helpers.image_script
+    expected = script.load_classifier(models["keras"]).predict(batch)
+    np.testing.assert_allclose(script.load_classifier(tmp_path / "mask_detector.keras").predict(batch), expected,
+                               atol=1e-5)
+    tflite = script.load_classifier(tmp_path / "mask_detector.tflite")
+    assert tflite.input["dtype"] == np.float32  # float16 weights, float input: as training's default file
+    np.testing.assert_allclose(tflite.predict(batch), expected, atol=1e-2)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mask_detector.h5", "mask_detector.keras",
+                                                          "mask_detector.tflite"]
