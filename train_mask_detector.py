@@ -72,7 +72,7 @@ GROUP_PIXEL_CORRELATION = 0.93  # 16x16 grey thumbnails of the upper 40% of the 
 GROUP_FEATURE_COSINE = 0.85  # ImageNet MobileNetV2 features of the same region, mirrored too
 MANIFEST = "manifest.csv"  # file,label,source_image,...: one row per face crop (crops of a photo share a group)
 MANIFEST_CROPS = ("as-is", "cubic", "face")
-DEFAULT_MANIFEST_CROP = "as-is"  # res10 finds a corner box on most tight crops (tests/RESULTS.md)
+DEFAULT_MANIFEST_CROP = "cubic"  # as the detect scripts enlarge a face; res10 boxes a corner of tight crops
 TFLITE_VARIANTS = ("float32", "float16", "int8")
 REPRESENTATIVE_SAMPLES = 200
 
@@ -126,8 +126,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="LiteRT variants to export next to the model (comma list of float32,float16,int8; '' for none)")
     p.add_argument("--tflite-default", default="float16",
                    help="variant also written as <model stem>.tflite, the file the detect scripts load by default "
-                        "('' for none); float16 because int8 moves low Mask probabilities by up to 0.4, which "
-                        "the detect scripts' Mask threshold (0.15) turns into wrong labels")
+                        "('' for none); float16 because int8 moves low Mask probabilities, which the detect "
+                        "scripts' low Mask threshold (0.02) turns into wrong labels")
     p.add_argument("--evaluate", metavar="DIR", help="score --model on a labelled folder instead of training")
     p.add_argument("--export-only", action="store_true", help="write the LiteRT files of --model (no training)")
     p.add_argument("--convert", metavar="PATH", help="convert a legacy 2020 .model/.h5 once: writes <stem>.keras and <stem>.tflite")
