@@ -238,10 +238,6 @@ def preprocess(batch_rgb: np.ndarray) -> np.ndarray:
     return batch_rgb.astype(np.float32) / 127.5 - 1.0
 
 
-def list_images(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
-
-
 def find_union(parent: list[int], i: int) -> int:
     while parent[i] != i:
         parent[i] = parent[parent[i]]

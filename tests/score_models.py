@@ -53,15 +53,15 @@ def faces_of(dm, net, frame, border, mirror):
     return [(box, score, True) for box, score in faces]
 
 
-def crops_of(dm, frame, boxes):
-    """RGB uint8 224x224 crops, exactly what preprocess_faces scales to [-1, 1]."""
+def crops_of(dm, frame, boxes, resize=None):
+    """RGB uint8 224x224 crops, exactly what preprocess_faces scales to [-1, 1] (resize: dm.resize_face)."""
     import cv2
 
     height, width = frame.shape[:2]
     out = []
     for box in boxes:
         x1, y1, x2, y2 = dm.clip_box(box, width, height)
-        out.append(dm.resize_face(cv2.cvtColor(frame[y1:y2, x1:x2], cv2.COLOR_BGR2RGB)))
+        out.append((resize or dm.resize_face)(cv2.cvtColor(frame[y1:y2, x1:x2], cv2.COLOR_BGR2RGB)))
     return out
 
 
@@ -168,15 +168,14 @@ def recrop_with_area(dm, faces, meta):
     enlargement of small faces)."""
     import cv2
 
-    out = np.empty((len(faces), 224, 224, 3), np.uint8)
-    frame, loaded = None, None
-    for row, (index, x1, y1, x2, y2, _, _) in enumerate(faces):
-        if loaded != int(index):
-            frame, loaded = dm.read_image(meta[int(index)]["path"]), int(index)
-        x1, y1, x2, y2 = dm.clip_box((x1, y1, x2, y2), frame.shape[1], frame.shape[0])
-        face = cv2.cvtColor(frame[y1:y2, x1:x2], cv2.COLOR_BGR2RGB)
-        out[row] = cv2.resize(face, (224, 224), interpolation=cv2.INTER_AREA)
-    return out
+    def area(face):
+        return cv2.resize(face, (224, 224), interpolation=cv2.INTER_AREA)
+
+    out = []
+    for index in np.unique(faces[:, 0]).astype(int):
+        rows = faces[faces[:, 0] == index]
+        out += crops_of(dm, dm.read_image(meta[index]["path"]), [tuple(r[1:5]) for r in rows], area)
+    return np.array(out, np.uint8).reshape(-1, 224, 224, 3)
 
 
 def same_photos(crops, faces, meta, other_meta):
