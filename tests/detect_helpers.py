@@ -103,6 +103,12 @@ def face_net():
     return image_script.load_face_detector()
 
 
+@functools.lru_cache(maxsize=None)
+def centerface():
+    """The committed face_detector/centerface.onnx, loaded once."""
+    return image_script.load_face_detector(name="centerface")
+
+
 def use_stub_classifier(monkeypatch, tmp_path):
     """Make both scripts' load_classifier return a StubClassifier; returns a -m path."""
     stub = StubClassifier()

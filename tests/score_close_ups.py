@@ -114,7 +114,7 @@ def main(argv=None):
     def body():
         net = score_scenes.CachingNet(dm.load_face_detector())
         classifier = dm.load_classifier(dm.find_model(None))
-        options = dict(confidence=dm.DEFAULT_CONFIDENCE, sizes=list(dm.DEFAULT_DETECT_SIZES), nms=0.3,
+        options = dict(confidence=dm.DEFAULT_CONFIDENCE, sizes=list(dm.DEFAULT_DETECT_SIZES["res10"]), nms=0.3,
                        border=dm.DEFAULT_BORDER, mirror=dm.DEFAULT_MIRROR)
 
         def faces_of(key, image, close_up_confidence):

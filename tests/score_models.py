@@ -45,7 +45,7 @@ def detect_module():
 def faces_of(dm, net, frame, border, mirror):
     """[(box, score, from_last_chance)] with the image script's default detector settings but border and
     mirror; faces found only by the last-chance rule are marked."""
-    settings = (dm.DEFAULT_CONFIDENCE, list(dm.DEFAULT_DETECT_SIZES), DEFAULT_NMS, border)
+    settings = (dm.DEFAULT_CONFIDENCE, list(dm.DEFAULT_DETECT_SIZES["res10"]), DEFAULT_NMS, border)
     faces = dm.detect_faces(frame, net, *settings, LAST_CHANCE_OFF, mirror)
     if faces or border <= 0:
         return [(box, score, False) for box, score in faces]

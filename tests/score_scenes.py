@@ -316,7 +316,7 @@ class CachingClassifier:
 
 
 def run_setting(dm, frames, gts, net, classifier, sizes, confidence, nms, border, mask_threshold,
-                close_up_confidence=None, mirror=None):
+                close_up_confidence=None, mirror=None, fallback=None):
     """detect_and_classify every frame with one setting; summarize() plus per-image predictions.
 
     close_up_confidence and mirror: None = the image script's defaults."""
@@ -330,7 +330,7 @@ def run_setting(dm, frames, gts, net, classifier, sizes, confidence, nms, border
             net.image = index
         start = time.perf_counter()
         faces = dm.detect_and_classify(frame, net, classifier, confidence, sizes, nms, border, mask_threshold,
-                                       close_up_confidence, mirror)
+                                       close_up_confidence, mirror, fallback)
         seconds += time.perf_counter() - start
         image_records, image_fps, image_spurious = evaluate_image(gt, faces)
         records += image_records
@@ -411,9 +411,8 @@ def parse_args(argv=None):
     parser.add_argument("-o", "--output", type=Path, metavar="JSON", help="also write the results here")
     # The detect script's own options and defaults: -f, -m, -c, --detect-size, --nms, --threads
     # (--no-display is accepted and has no effect here).
-    dm.add_model_arguments(parser, dm.DEFAULT_DETECT_SIZES, dm.DEFAULT_BORDER, dm.DEFAULT_CONFIDENCE,
-                           dm.DEFAULT_MIRROR)
-    return parser.parse_args(argv)
+    dm.add_model_arguments(parser)
+    return dm.with_detector_defaults(parser.parse_args(argv), dm.DEFAULT_DETECT_SIZES)
 
 
 def main(argv=None):
@@ -427,7 +426,8 @@ def main(argv=None):
         if not scenes:
             raise dm.UsageError(f"{args.scenes}: no images/*.png with annotations/<name>.xml")
         cv2.setNumThreads(args.threads)
-        net = dm.load_face_detector(args.face)
+        net = dm.load_face_detector(args.face, args.face_detector)
+        fallback = dm.load_face_detector(args.face) if args.face_detector == "centerface" else None
         model = dm.find_model(args.model)
         classifier = dm.load_classifier(model, args.threads)
         frames = [dm.read_image(path) for path, _ in scenes]
@@ -435,7 +435,7 @@ def main(argv=None):
         dm.detect_and_classify(frames[0], net, classifier, 0.5, list(args.detect_size), args.nms)  # warm-up
         print(f"model: {model}   scenes: {len(frames)} from {args.scenes}", file=sys.stderr)
         options = dict(border=args.border, mask_threshold=args.mask_threshold,
-                       close_up_confidence=args.close_up_confidence, mirror=args.mirror)
+                       close_up_confidence=args.close_up_confidence, mirror=args.mirror, fallback=fallback)
         if args.sweep:
             results = run_sweep(dm, frames, gts, net, classifier, args.verify, options)
             print(format_sweep(results, args.verify))

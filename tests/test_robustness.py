@@ -1070,7 +1070,7 @@ def test_a_later_pass_runs_only_if_its_faces_can_reach_20_px(script, width, inpu
     # 600 px input: faces under 64 px of the 300 px one, i.e. under 64 * width / 300 px of the frame;
     # 900 px input: under 64 * width / 600. Below 20 px the pass is skipped.
     net = OneWidthNet([0, 1, 0.9, 0.1, 0.1, 0.2, 0.2], -1)
-    assert script.ssd_faces(np.full((width // 2, width, 3), 90, np.uint8), net, 0.5, [300, 600, 900], 0.4) == []
+    assert script.find_faces(np.full((width // 2, width, 3), 90, np.uint8), net, 0.5, [300, 600, 900], 0.4) == []
     assert net.seen == inputs
 
 
