@@ -9,11 +9,14 @@ Usage:
 Each frame: faces from OpenCV's res10 SSD detector (at each --detect-size,
 merged), all of them classified in one batch by the MobileNetV2 mask
 classifier (-m: .tflite or .keras; a legacy 2020 .model/.h5 is converted once
-with train_mask_detector.py --convert). The smoothed FPS is drawn on the frame;
---json prints one JSON object per frame; -o saves the annotated video (.mp4 or
-.avi; written under a temp name and renamed at the end, also after q or
-Ctrl-C). A summary goes to stderr. Exit status: 0 ok, 2 bad arguments or a
-source that cannot be opened, 1 any other failure.
+with train_mask_detector.py --convert); --detect-every N runs the detector on
+every N-th frame only. Faces are tracked across frames: each has an id, and a
+label from its track's recent evidence. --json prints one JSON object per frame
+and one per person when its track ends; -o saves the annotated video (.mp4 or
+.avi; written under a temp name and renamed at the end, also after q or Ctrl-C).
+A camera or stream is read in a thread that keeps only the newest frame. The
+summary on stderr counts people. Exit status: 0 ok, 2 bad arguments or a source
+that cannot be opened, 1 any other failure.
 """
 import argparse
 import contextlib
@@ -41,7 +44,7 @@ FPS_SMOOTHING = 0.9  # weight of the previous value in the displayed FPS
 TRACK_MIN_IOU = 0.2  # a face continues the track whose carried box it overlaps this much (IoU), best first
 TRACK_MAX_MISSES = 10  # detector passes a track may go unmatched (res10 loses small faces for up to ~8 frames)
 LABEL_WINDOW = 15  # detector passes of Mask log-odds whose mean gives a track's label
-LABEL_HYSTERESIS = 0.05  # |mean log-odds| past which the other label takes over: a tie-breaker; more keeps wrong first labels
+LABEL_HYSTERESIS = 0.05  # |mean log-odds| the other label must pass to take over (more keeps wrong first labels)
 SCENE_CUT = 20.0  # mean |difference| (0-255) of consecutive 32x24 grey thumbnails that ends all tracks
 PERSON_MIN_FRAMES = 5  # frames a track must be shown to count as a person
 READER_STOP_S = 1.0  # seconds to wait at the end for the live reader's last read
@@ -543,9 +546,9 @@ def logit(p):
 
 
 def mask_log_odds(face, reference):
-    """A face's Mask evidence: logit of its Mask probability minus logit(reference), the Mask probability
-    label_face reports for a face at the threshold; positive = Mask."""
-    return logit(face["probability"] if face["label"] == LABELS[0] else 1.0 - face["probability"]) - logit(reference)
+    """A face's Mask evidence, positive = Mask: logit of its Mask probability minus logit(reference), the
+    Mask probability label_face reports at the threshold."""
+    return logit(face["probability"] if face["label"] == LABELS[0] else 1 - face["probability"]) - logit(reference)
 
 
 def steady_label(label, evidence, hysteresis=LABEL_HYSTERESIS):
@@ -555,80 +558,72 @@ def steady_label(label, evidence, hysteresis=LABEL_HYSTERESIS):
 
 
 class Tracker:
-    """Faces followed across frames by box overlap: ids, boxes carried between detector passes (at their
-    last speed), labels from the recent evidence, and the tracks that ended."""
+    """Faces followed across frames by box overlap: ids, boxes carried at their last speed between detector
+    passes, labels from the recent evidence (steady_label), and the tracks that ended."""
 
     def __init__(self, reference, window=LABEL_WINDOW, max_misses=TRACK_MAX_MISSES):
-        self.reference, self.window, self.max_misses = reference, window, max_misses
-        self.tracks, self.next_id = [], 1
+        self.reference, self.window, self.max_misses, self.tracks, self.next_id = reference, window, max_misses, [], 1
 
     def update(self, faces, frame, seconds, cut=False):
-        """One frame: faces = its classified faces, or None between detector passes (boxes carried); a
-        scene cut ends all tracks first. Returns (faces to show, each with "id", the track's label and the
-        frame's, ended tracks)."""
-        cut_off, self.tracks = (self.tracks, []) if cut else ([], self.tracks)
+        """One frame: faces = its classified faces, or None between detector passes; a scene cut ends all
+        tracks first. Returns (faces to show, with "id", the track's label and the frame's; ended tracks)."""
+        ended, self.tracks = (self.tracks, []) if cut else ([], self.tracks)
         for t in self.tracks:
-            t["box"] = [b + v for b, v in zip(t["box"], t["speed"])]
-        shown = [t for t in self.tracks if not t["misses"]] if faces is None else []
+            t["box"], t["misses"] = [b + v for b, v in zip(t["box"], t["speed"])], t["misses"] + (faces is not None)
+        shown = [t for t in self.tracks if t["misses"] == 0] if faces is None else []
         matched = match_boxes([t["box"] for t in self.tracks], [f["box"] for f in faces or []])
-        for t in self.tracks:
-            t["misses"] += faces is not None
         for j, face in enumerate(faces or []):
             if j in matched:
                 t = self.tracks[matched[j]]
-                t["speed"] = [(b - a) / (frame - t["seen"]) for a, b in zip(t["detected"], face["box"])]
+                t["speed"] = [(b - a) / (frame - t["seen"]) for a, b in zip(t["face"]["box"], face["box"])]
             else:
                 t = {"id": self.next_id, "first_frame": frame, "first_time": seconds, "frames": 0, "evidence": [],
-                     "total": 0.0, "detections": 0, "speed": [0.0] * 4, "label": face["label"]}
+                     "total": 0.0, "speed": [0.0] * 4, "label": face["label"]}
                 self.next_id += 1
                 self.tracks.append(t)
-            evidence = mask_log_odds(face, self.reference)
-            t["evidence"] = (t["evidence"] + [evidence])[-self.window:]
-            t.update(total=t["total"] + evidence, detections=t["detections"] + 1, box=list(face["box"]), seen=frame,
-                     detected=list(face["box"]), misses=0, face=face, label=steady_label(t["label"], t["evidence"]))
+            t["evidence"] = (t["evidence"] + [mask_log_odds(face, self.reference)])[-self.window:]
+            t.update(total=t["total"] + t["evidence"][-1], box=list(face["box"]), seen=frame, misses=0, face=face,
+                     label=steady_label(t["label"], t["evidence"]))
             shown.append(t)
-        ended = cut_off + [t for t in self.tracks if t["misses"] > self.max_misses]
-        self.tracks = [t for t in self.tracks if t not in ended]
+        ended += [t for t in self.tracks if t["misses"] > self.max_misses]
+        self.tracks = [t for t in self.tracks if t["misses"] <= self.max_misses]
         for t in shown:
             t.update(last_frame=frame, last_time=seconds, frames=t["frames"] + 1)
         return [self.shown(t, t["seen"] == frame) for t in shown], ended
 
     def shown(self, t, fresh):
-        """The face of track t as drawn and printed; frame_label/frame_probability None where carried."""
+        """Track t's face as drawn and printed (frame_label/frame_probability None where carried)."""
         p = 1 / (1 + math.exp(-sum(t["evidence"]) / len(t["evidence"]) - logit(self.reference)))
         return {**t["face"], "box": [int(round(v)) for v in t["box"]], "id": t["id"], "label": t["label"],
-                "probability": p if t["label"] == LABELS[0] else 1 - p,
-                "frame_label": t["face"]["label"] if fresh else None,
-                "frame_probability": round(t["face"]["probability"], 4) if fresh else None}
+                "probability": p if t["label"] == LABELS[0] else 1 - p, "frame_label": t["face"]["label"] if fresh
+                else None, "frame_probability": round(t["face"]["probability"], 4) if fresh else None}
 
 
 def person_json(t):
-    """The --json line of an ended track: its frames and its verdict (the sign of its mean evidence)."""
+    """The --json line of an ended track; its verdict is the sign of its mean evidence over all its frames."""
     return {"person": t["id"], **{k: t[k] for k in ("first_frame", "last_frame", "first_time", "last_time")},
             "label": LABELS[t["total"] < 0], "frames": t["frames"]}
 
 
 class LatestFrame(threading.Thread):
-    """Reads a live capture in the background and hands over only the newest frame (read() blocks until
-    there is one); counts failed reads (in a row: failures), and frames replaced unseen (skipped)."""
+    """Reads a live capture in a thread; read() waits for and hands over only the newest frame. Counts failed
+    reads (failures: in a row), and frames replaced unseen (skipped); stops after max_failures in a row."""
 
     def __init__(self, capture, max_failures):
         super().__init__(daemon=True)
         self.capture, self.max_failures, self.ready = capture, max_failures, threading.Condition()
-        self.frame = self.error = None
-        self.done, self.failed, self.failures, self.skipped = False, 0, 0, 0
+        self.frame, self.error, self.done, self.failed, self.failures, self.skipped = None, None, False, 0, 0, 0
         self.start()
 
     def run(self):
         while not self.done:
             try:
                 ok, frame = self.capture.read()
-            except BaseException as exc:  # noqa: BLE001 - handed to the loop by read()
+            except BaseException as exc:  # noqa: BLE001 - raised in the loop by read()
                 ok, frame, self.error = False, None, exc
             with self.ready:
                 if ok and frame is not None:
-                    self.skipped += self.frame is not None
-                    self.frame, self.failures = frame, 0
+                    self.frame, self.failures, self.skipped = frame, 0, self.skipped + (self.frame is not None)
                 elif self.error is None:
                     self.failed, self.failures = self.failed + 1, self.failures + 1
                 self.done = self.done or self.error is not None or self.failures > self.max_failures
@@ -717,8 +712,7 @@ class Output:
 
     def __init__(self, path, fps):
         self.path, self.fps = path, fps
-        self.temp = self.writer = self.size = None
-        self.frames = 0
+        self.temp, self.writer, self.size, self.frames = None, None, None, 0
 
     def write(self, frame):
         if self.writer is None:
