@@ -9,11 +9,14 @@ Usage:
 Each frame: faces from OpenCV's res10 SSD detector (at each --detect-size,
 merged), all of them classified in one batch by the MobileNetV2 mask
 classifier (-m: .tflite or .keras; a legacy 2020 .model/.h5 is converted once
-with train_mask_detector.py --convert). The smoothed FPS is drawn on the frame;
---json prints one JSON object per frame; -o saves the annotated video (.mp4 or
-.avi; written under a temp name and renamed at the end, also after q or
-Ctrl-C). A summary goes to stderr. Exit status: 0 ok, 2 bad arguments or a
-source that cannot be opened, 1 any other failure.
+with train_mask_detector.py --convert); --detect-every N runs the detector on
+every N-th frame only. Faces are tracked across frames: each has an id, and a
+label from its track's recent evidence. --json prints one JSON object per frame
+and one per person when its track ends; -o saves the annotated video (.mp4 or
+.avi; written under a temp name and renamed at the end, also after q or Ctrl-C).
+A camera or stream is read in a thread that keeps only the newest frame. The
+summary on stderr counts people. Exit status: 0 ok, 2 bad arguments or a source
+that cannot be opened, 1 any other failure.
 """
 import argparse
 import contextlib
@@ -25,6 +28,7 @@ import math
 import os
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -38,6 +42,14 @@ FOURCC = {".mp4": "mp4v", ".avi": "MJPG"}
 DEFAULT_OUTPUT_FPS = 30.0  # when the source reports no frame rate (most cameras via V4L2 do)
 DEFAULT_MAX_FAILURES = 30  # about one second of a 30 FPS camera
 FPS_SMOOTHING = 0.9  # weight of the previous value in the displayed FPS
+# Tracking, tuned on ../shared/validation/scene_video.py's video (tests/RESULTS.md, "Tracking").
+TRACK_MIN_IOU = 0.2  # a face continues the track whose carried box it overlaps this much (IoU), best first
+TRACK_MAX_MISSES = 10  # detector passes a track may go unmatched (res10 loses small faces for up to ~8 frames)
+LABEL_WINDOW = 15  # detector passes of Mask log-odds whose mean gives a track's label
+LABEL_HYSTERESIS = 0.05  # |mean log-odds| the other label must pass to take over (more keeps wrong first labels)
+SCENE_CUT = 20.0  # mean |difference| (0-255) of consecutive 32x24 grey thumbnails that ends all tracks
+PERSON_MIN_FRAMES = 5  # frames a track must be shown to count as a person
+READER_STOP_S = 1.0  # seconds to wait at the end for the live reader's last read
 WINDOW = "Face mask detector"
 
 # ---- BEGIN SHARED BLOCK -----------------------------------------------------
@@ -538,6 +550,127 @@ def detect_and_classify(frame, net, classifier, confidence, sizes, nms, mask_thr
                           framing)
 
 
+def box_iou(a, b):
+    """Intersection over union of two (x1, y1, x2, y2) boxes."""
+    inter = max(0, min(a[2], b[2]) - max(a[0], b[0])) * max(0, min(a[3], b[3]) - max(a[1], b[1]))
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+def match_boxes(old, new, min_iou=TRACK_MIN_IOU):
+    """{index in new: index in old}: pairs taken greedily by IoU, best first, from min_iou on."""
+    matched = {}
+    for overlap, i, j in sorted(((box_iou(a, b), i, j) for i, a in enumerate(old) for j, b in enumerate(new)),
+                                reverse=True):
+        if overlap >= min_iou and j not in matched and i not in matched.values():
+            matched[j] = i
+    return matched
+
+
+def logit(p):
+    """log(p / (1 - p)), p clipped to [1e-6, 1 - 1e-6]."""
+    p = min(max(p, 1e-6), 1 - 1e-6)
+    return math.log(p / (1 - p))
+
+
+def mask_log_odds(face, reference):
+    """A face's Mask evidence, positive = Mask: logit of its Mask probability minus logit(reference), the
+    Mask probability label_face reports at the threshold."""
+    return logit(face["probability"] if face["label"] == LABELS[0] else 1 - face["probability"]) - logit(reference)
+
+
+def steady_label(label, evidence, hysteresis=LABEL_HYSTERESIS):
+    """Mask or No Mask where the mean evidence passes +-hysteresis, else the label so far."""
+    mean = sum(evidence) / len(evidence)
+    return LABELS[0] if mean > hysteresis else LABELS[1] if mean < -hysteresis else label
+
+
+class Tracker:
+    """Faces followed across frames by box overlap: ids, boxes carried at their last speed between detector
+    passes, labels from the recent evidence (steady_label), and the tracks that ended."""
+
+    def __init__(self, reference, window=LABEL_WINDOW, max_misses=TRACK_MAX_MISSES):
+        self.reference, self.window, self.max_misses, self.tracks, self.next_id = reference, window, max_misses, [], 1
+
+    def update(self, faces, frame, seconds, cut=False):
+        """One frame: faces = its classified faces, or None between detector passes; a scene cut ends all
+        tracks first. Returns (faces to show, with "id", the track's label and the frame's; ended tracks)."""
+        ended, self.tracks = (self.tracks, []) if cut else ([], self.tracks)
+        for t in self.tracks:
+            t["box"], t["misses"] = [b + v for b, v in zip(t["box"], t["speed"])], t["misses"] + (faces is not None)
+        shown = [t for t in self.tracks if t["misses"] == 0] if faces is None else []
+        matched = match_boxes([t["box"] for t in self.tracks], [f["box"] for f in faces or []])
+        for j, face in enumerate(faces or []):
+            if j in matched:
+                t = self.tracks[matched[j]]
+                t["speed"] = [(b - a) / (frame - t["seen"]) for a, b in zip(t["face"]["box"], face["box"])]
+            else:
+                t = {"id": self.next_id, "first_frame": frame, "first_time": seconds, "frames": 0, "evidence": [],
+                     "total": 0.0, "speed": [0.0] * 4, "label": face["label"]}
+                self.next_id += 1
+                self.tracks.append(t)
+            t["evidence"] = (t["evidence"] + [mask_log_odds(face, self.reference)])[-self.window:]
+            t.update(total=t["total"] + t["evidence"][-1], box=list(face["box"]), seen=frame, misses=0, face=face,
+                     label=steady_label(t["label"], t["evidence"]))
+            shown.append(t)
+        ended += [t for t in self.tracks if t["misses"] > self.max_misses]
+        self.tracks = [t for t in self.tracks if t["misses"] <= self.max_misses]
+        for t in shown:
+            t.update(last_frame=frame, last_time=seconds, frames=t["frames"] + 1)
+        return [self.shown(t, t["seen"] == frame) for t in shown], ended
+
+    def shown(self, t, fresh):
+        """Track t's face as drawn and printed (frame_label/frame_probability None where carried)."""
+        p = 1 / (1 + math.exp(-sum(t["evidence"]) / len(t["evidence"]) - logit(self.reference)))
+        return {**t["face"], "box": [int(round(v)) for v in t["box"]], "id": t["id"], "label": t["label"],
+                "probability": p if t["label"] == LABELS[0] else 1 - p, "frame_label": t["face"]["label"] if fresh
+                else None, "frame_probability": round(t["face"]["probability"], 4) if fresh else None}
+
+
+def person_json(t):
+    """The --json line of an ended track; its verdict is the sign of its mean evidence over all its frames."""
+    return {"person": t["id"], **{k: t[k] for k in ("first_frame", "last_frame", "first_time", "last_time")},
+            "label": LABELS[t["total"] < 0], "frames": t["frames"]}
+
+
+class LatestFrame(threading.Thread):
+    """Reads a live capture in a thread; read() waits for and hands over only the newest frame. Counts failed
+    reads (failures: in a row), and frames replaced unseen (skipped); stops after max_failures in a row."""
+
+    def __init__(self, capture, max_failures):
+        super().__init__(daemon=True)
+        self.capture, self.max_failures, self.ready = capture, max_failures, threading.Condition()
+        self.frame, self.error, self.done, self.failed, self.failures, self.skipped = None, None, False, 0, 0, 0
+        self.start()
+
+    def run(self):
+        while not self.done:
+            try:
+                ok, frame = self.capture.read()
+            except BaseException as exc:  # noqa: BLE001 - raised in the loop by read()
+                ok, frame, self.error = False, None, exc
+            with self.ready:
+                if ok and frame is not None:
+                    self.frame, self.failures, self.skipped = frame, 0, self.skipped + (self.frame is not None)
+                elif self.error is None:
+                    self.failed, self.failures = self.failed + 1, self.failures + 1
+                self.done = self.done or self.error is not None or self.failures > self.max_failures
+                self.ready.notify()
+
+    def read(self):
+        with self.ready:
+            self.ready.wait_for(lambda: self.frame is not None or self.done)
+            frame, self.frame = self.frame, None
+        if frame is None and self.error is not None:
+            raise self.error
+        return frame is not None, frame
+
+    def stop(self):
+        with self.ready:
+            self.done = True
+        self.join(READER_STOP_S)
+
+
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(
         prog=Path(__file__).name, description="Detect faces in video and classify each as Mask / No Mask.")
@@ -545,7 +678,11 @@ def parse_args(argv=None):
                         help="camera index (digits), video file or stream URL (default: %(default)s)")
     parser.add_argument("-o", "--output", metavar="FILE",
                         help=f"save the annotated video ({' or '.join(FOURCC)})")
-    parser.add_argument("--json", action="store_true", help="print one JSON object per frame")
+    parser.add_argument("--json", action="store_true",
+                        help="print one JSON object per frame, and one per person when its track ends")
+    parser.add_argument("--detect-every", type=count(1), default=1, metavar="N",
+                        help="run the face detector on every N-th frame; the tracker carries the boxes "
+                             "in between (default: %(default)s)")
     parser.add_argument("--max-frames", type=count(1), metavar="N", help="stop after N frames")
     parser.add_argument("--max-failures", type=count(0), default=DEFAULT_MAX_FAILURES, metavar="N",
                         help="consecutive failed reads tolerated from a camera or stream "
@@ -555,10 +692,8 @@ def parse_args(argv=None):
 
 
 def open_source(source):
-    """(cv2.VideoCapture, is_live) for a camera index, a file or a URL; UsageError if it fails.
-
-    The frame loop reads the capture itself, not through imutils' threaded VideoStream: that keeps only the
-    newest frame and hides failed reads, which --max-failures counts."""
+    """(cv2.VideoCapture, is_live) for a camera index, a file or a URL; UsageError if it fails. The loop
+    reads a file frame by frame, a live source through LatestFrame (newest frame only, failed reads counted)."""
     if source.isdigit():
         capture, live, what = cv2.VideoCapture(int(source)), True, f"camera {source}"
         hint = "check the index (0 is the first camera) or pass -i VIDEO_FILE"
@@ -605,8 +740,7 @@ class Output:
 
     def __init__(self, path, fps):
         self.path, self.fps = path, fps
-        self.temp = self.writer = self.size = None
-        self.frames = 0
+        self.temp, self.writer, self.size, self.frames = None, None, None, 0
 
     def write(self, frame):
         if self.writer is None:
@@ -630,14 +764,13 @@ class Output:
             self.writer = None
 
 
-def draw_fps(frame, fps):
+def draw(frame, faces, fps):
+    """draw_faces, each face's track id inside its box's lower left corner, and the FPS."""
+    draw_faces(frame, faces)
+    for face in faces:
+        cv2.putText(frame, f"#{face['id']}", (face["box"][0] + 4, face["box"][3] - 6), cv2.FONT_HERSHEY_SIMPLEX,
+                    0.45, COLORS[face["label"]], 2)
     cv2.putText(frame, f"FPS: {fps:.1f}", (10, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (255, 255, 0), 2)
-
-
-def summary(stats, seconds):
-    fps = stats["frames"] / seconds if seconds > 0 else 0.0
-    return (f"summary: {stats['frames']} frames, {stats['dropped']} dropped, mean {fps:.1f} FPS, "
-            f"faces: {stats['Mask']} with mask, {stats['No Mask']} without mask")
 
 
 def process(args, capture, live, net, classifier, output, display):
@@ -645,43 +778,46 @@ def process(args, capture, live, net, classifier, output, display):
     source_fps = capture.get(cv2.CAP_PROP_FPS)
     source_fps = source_fps if 0 < source_fps < 1000 else 0.0
     writer = Output(output, source_fps or DEFAULT_OUTPUT_FPS) if output else None
-    stats = {"frames": 0, "dropped": 0, "Mask": 0, "No Mask": 0}
-    status, failures, smoothed = 0, 0, None
+    source = LatestFrame(capture, args.max_failures) if live else capture
+    tracker = Tracker(label_face([args.mask_threshold, 1 - args.mask_threshold], args.mask_threshold)[1])
+    people, frames, status, smoothed, piped, previous = {label: 0 for label in LABELS}, 0, 0, None, False, None
     start = last = time.perf_counter()
+
+    def count_people(tracks):  # ended tracks seen long enough are people; --json prints them
+        for t in (t for t in tracks if t["frames"] >= PERSON_MIN_FRAMES):
+            people[person_json(t)["label"]] += 1
+            if args.json and not piped:
+                print(json.dumps(person_json(t)), flush=True)
     try:
-        while args.max_frames is None or stats["frames"] < args.max_frames:
-            ok, frame = capture.read()
+        while args.max_frames is None or frames < args.max_frames:
+            ok, frame = source.read()
             if not ok or frame is None:
-                if not live and stats["frames"] == 0:
+                if not live and frames == 0:
                     raise UsageError(f"{args.input}: no frames could be read; "
                                      "pass a video file OpenCV can read (e.g. .mp4 or .avi)")
-                if not live:
-                    break
-                stats["dropped"] += 1
-                failures += 1
-                if failures > args.max_failures:
-                    print(f"error: {args.input}: gave up after {failures} failed reads in a row "
+                if live:
+                    print(f"error: {args.input}: gave up after {source.failures} failed reads in a row "
                           "(raise --max-failures to wait longer)", file=sys.stderr)
                     status = 1
-                    break
-                continue
-            failures = 0
-            faces = detect_and_classify(frame, net, classifier, args.confidence, args.detect_size, args.nms,
-                                        args.mask_threshold)
+                break
+            seconds = frames / source_fps if source_fps and not live else time.perf_counter() - start
+            thumb = cv2.resize(cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY), (32, 24), interpolation=cv2.INTER_AREA)
+            cut, previous = previous is not None and cv2.absdiff(thumb, previous).mean() > SCENE_CUT, thumb
+            found = None if frames % args.detect_every and not cut else detect_and_classify(
+                frame, net, classifier, args.confidence, args.detect_size, args.nms, args.mask_threshold)
+            faces, ended = tracker.update(found, frames, seconds, cut)
             now = time.perf_counter()
             rate = 1.0 / max(now - last, 1e-6)
             smoothed = rate if smoothed is None else FPS_SMOOTHING * smoothed + (1 - FPS_SMOOTHING) * rate
             last = now
             if args.json:
-                seconds = stats["frames"] / source_fps if source_fps and not live else now - start
-                print(json.dumps({"frame": stats["frames"], "time": round(seconds, 4),
-                                  "faces": [face_json(f) for f in faces]}), flush=True)
-            stats["frames"] += 1
-            for face in faces:
-                stats[face["label"]] += 1
+                print(json.dumps({"frame": frames, "time": round(seconds, 4), "faces": [
+                    {**face_json(f), **{k: f[k] for k in ("id", "frame_label", "frame_probability")}}
+                    for f in faces]}), flush=True)
+            count_people(ended)
+            frames += 1
             if writer or display:
-                draw_faces(frame, faces)
-                draw_fps(frame, smoothed)
+                draw(frame, faces, smoothed)
             if writer:
                 writer.write(frame)
             if display:
@@ -692,13 +828,21 @@ def process(args, capture, live, net, classifier, output, display):
         status = 130
     except BrokenPipeError:  # --json piped into e.g. head: stop like q
         silence_stdout()
+        piped = True
     except BaseException:
         if writer:
             writer.close(keep=False)
         raise
+    finally:
+        if live:
+            source.stop()
     if writer:
         writer.close()
-    print(summary(stats, time.perf_counter() - start), file=sys.stderr)
+    count_people(tracker.tracks)
+    fps = frames / max(time.perf_counter() - start, 1e-9)
+    print(f"summary: {frames} frames, {source.failed if live else 0} dropped, {source.skipped if live else 0} "
+          f"skipped, mean {fps:.1f} FPS, people (seen {PERSON_MIN_FRAMES}+ frames): {people['Mask']} with mask, "
+          f"{people['No Mask']} without mask", file=sys.stderr)
     return status
 
 

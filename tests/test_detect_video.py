@@ -2,6 +2,7 @@
 import argparse
 import json
 import sys
+import time
 from pathlib import Path
 
 import cv2
@@ -49,27 +50,28 @@ def run_json(capsys, *argv):
 def test_video_to_json_and_annotated_output(stub, video, tmp_path, capsys, suffix):
     model, clf = stub
     out = tmp_path / f"annotated{suffix}"
-    status, records, err = run_json(capsys, "-i", video, "-m", model, "-o", out)
+    status, lines, err = run_json(capsys, "-i", video, "-m", model, "-o", out)
     assert status == 0, err
+    records, people = [r for r in lines if "frame" in r], [r for r in lines if "person" in r]
+    assert len(records) + len(people) == len(lines)
     assert [r["frame"] for r in records] == list(range(FRAMES))
     assert [r["time"] for r in records] == [round(i / FPS, 4) for i in range(FRAMES)]
     assert all(len(r["faces"]) >= 1 for r in records)
     assert clf.calls == [len(r["faces"]) for r in records]  # one classifier call per frame
     face = records[0]["faces"][0]
-    assert set(face) == {"box", "confidence", "label", "probability"}
+    assert set(face) == {"box", "confidence", "label", "probability", "id", "frame_label", "frame_probability"}
     assert frame_count(out) == FRAMES
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["clip.avi", out.name, "stub.tflite"])
     summary = err.strip().splitlines()[-1]
-    assert summary.startswith(f"summary: {FRAMES} frames, 0 dropped, mean ")
-    with_mask = sum(f["label"] == "Mask" for r in records for f in r["faces"])
-    without = sum(f["label"] == "No Mask" for r in records for f in r["faces"])
-    assert summary.endswith(f"faces: {with_mask} with mask, {without} without mask")
+    assert summary.startswith(f"summary: {FRAMES} frames, 0 dropped, 0 skipped, mean ")
+    with_mask, without = (sum(p["label"] == label for p in people) for label in ("Mask", "No Mask"))
+    assert summary.endswith(f"frames): {with_mask} with mask, {without} without mask")
 
 
 def test_max_frames(stub, video, capsys):
     model, _ = stub
     status, records, _ = run_json(capsys, "-i", video, "-m", model, "--max-frames", "2")
-    assert status == 0 and [r["frame"] for r in records] == [0, 1]
+    assert status == 0 and [r["frame"] for r in records if "frame" in r] == [0, 1]
 
 
 def test_video_of_blank_frames_has_no_faces(stub, tmp_path, capsys):
@@ -87,6 +89,7 @@ def test_video_of_blank_frames_has_no_faces(stub, tmp_path, capsys):
     (["-i", "{video}", "-o", "{tmp}/no/such/out.mp4"], "does not exist"),
     (["-i", "{video}", "-o", "{video}"], "would overwrite the input video"),
     (["-i", "{video}", "--max-frames", "0"], "must be a whole number >= 1"),
+    (["-i", "{video}", "--detect-every", "0"], "must be a whole number >= 1"),
 ])
 def test_bad_sources_and_outputs_exit_2(stub, video, tmp_path, capsys, argv, message):
     model, clf = stub
@@ -95,8 +98,8 @@ def test_bad_sources_and_outputs_exit_2(stub, video, tmp_path, capsys, argv, mes
     assert main(argv) == 2
     out, err = capsys.readouterr()
     assert out == "" and clf.calls == []
-    if "--max-frames" in argv:  # argparse's own usage error
-        assert "detect_mask_video.py: error: argument --max-frames: " + message in err
+    if "must be" in message:  # argparse's own usage error
+        assert f"detect_mask_video.py: error: argument {argv[2]}: " + message in err
     else:
         assert message in err and len(error_lines(err)) == 1 and err.count("\n") == 1, err
 
@@ -104,12 +107,14 @@ def test_bad_sources_and_outputs_exit_2(stub, video, tmp_path, capsys, argv, mes
 # --- the frame loop with a fake capture (live-source behaviour) -----------------------------------
 
 class FakeCapture:
-    """Plays a script of reads: a frame array, None (failed read) or an exception to raise."""
+    """Plays a script of reads: a frame array, None (failed read) or an exception to raise; each read
+    takes delay seconds (a camera blocks until its next frame)."""
 
-    def __init__(self, script, fps=0.0):
-        self.script, self.fps = list(script), fps
+    def __init__(self, script, fps=0.0, delay=0.0):
+        self.script, self.fps, self.delay = list(script), fps, delay
 
     def read(self):
+        time.sleep(self.delay)
         if not self.script:
             return False, None
         item = self.script.pop(0)
@@ -124,20 +129,20 @@ class FakeCapture:
 def loop_args(**overrides):
     args = dict(input="0", json=True, max_frames=None, max_failures=2, confidence=0.5,
                 detect_size=[300], nms=0.4, border=0.0, mask_threshold=0.5, close_up_confidence=0.3,
-                mirror=False)
+                mirror=False, detect_every=1)
     args.update(overrides)
     return argparse.Namespace(**args)
 
 
 def test_live_source_tolerates_failed_reads_then_gives_up(capsys):
     frame = video_frames(1)[0]
-    capture = FakeCapture([frame, None, None, frame, None, None, None, frame])
+    capture = FakeCapture([frame, None, None, frame, None, None, None, frame], delay=0.1)
     status = video_script.process(loop_args(), capture, True, face_net(), StubClassifier(), None, False)
     out, err = capsys.readouterr()
     assert status == 1
     assert len(out.splitlines()) == 2  # frames 0 and 1; the last frame is never reached
     assert "gave up after 3 failed reads" in err
-    assert "summary: 2 frames, 5 dropped" in err
+    assert "summary: 2 frames, 5 dropped, 0 skipped" in err
 
 
 def test_file_source_just_ends(capsys):
