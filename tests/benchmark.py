@@ -29,6 +29,9 @@ crops of matplotlib's grace_hopper.jpg, skimage's astronaut and examples/*.jpg):
     turn), and a simulated live camera faster than the loop (30 FPS, a 4-frame driver queue): the age
     of the frame shown, made -> drawn, for 2020-style reads against the LatestFrame reader thread
     (in turn, ABBA); --tracking-only runs just this part.
+(f) face detectors: the pipeline's detect_and_classify per frame with CenterFace at the frame's own size
+    (--face-detector centerface, its default) and with res10 at --detect-size 640 and at its default 300,
+    chunks in turn (the order rotates); --detectors-only runs just this part.
 
 Each video loop, and each classifier family, runs in its own subprocess so that the peak
 memory (RSS high-water mark, getrusage in the child) of one does not mix with another.
@@ -161,7 +164,10 @@ def target_status(results):
     clf = results.get("classifier", {}).get("default_ms")
     image = results.get("image_script", {}).get("tflite", {}).get("median_s")
     every = results.get("tracking", {}).get("ratio")
+    detectors = results.get("detectors", {})
+    centerface = detectors["centerface"]["fps"] / detectors["res10 640"]["fps"] if detectors else None
     return {
+        "centerface FPS >= res10 640": (centerface, 1.0, centerface is not None and centerface >= 1.0),
         "--detect-every 3 FPS >= 2x 1": (every, TARGETS["detect_every_ratio"],
                                           every is not None and every >= TARGETS["detect_every_ratio"]),
         "video FPS ratio >= 4x": (ratio, TARGETS["fps_ratio"], ratio is not None and ratio >= TARGETS["fps_ratio"]),
@@ -222,7 +228,7 @@ def format_table(results):
         found = ", ".join(f"{f['label']} {f['probability']:.2f}" for f in run["output"]["faces"]) or "none"
         lines.append(f"{'  -m ' + Path(run['model']).name:<34}{fmt(run['median_s'], 2):>9}   "
                      f"{', '.join(fmt(v, 2) for v in run['runs_s'])}; {found}")
-    lines += tracking_lines(results["tracking"])
+    lines += tracking_lines(results["tracking"]) + detector_lines(results["detectors"])
     lines += ["", "targets:"]
     for name, (value, limit, met) in target_status(results).items():
         lines.append(f"  {name:<30} {fmt(value, 2):>8}  {'MET' if met else 'NOT MET'}")
@@ -248,6 +254,7 @@ def parse_args(argv=None):
                              "detect_mask_image.py (default: %(default)s)")
     parser.add_argument("--json", type=Path, metavar="FILE", help="also write all results here as JSON")
     parser.add_argument("--tracking-only", action="store_true", help="only (e): --detect-every and live latency")
+    parser.add_argument("--detectors-only", action="store_true", help="only (f): CenterFace against res10")
     # Internal: one measurement in a child process.
     parser.add_argument("--child", choices=("reference", "pipeline", "keras", "tflite"), help=argparse.SUPPRESS)
     parser.add_argument("--video", type=Path, help=argparse.SUPPRESS)
@@ -762,6 +769,52 @@ def measure_tracking(args, video, log):
                      for turn, (a, st) in live.items()}}
 
 
+DETECTOR_RUNS = {"centerface": ["--face-detector", "centerface"], "res10 640": ["--detect-size", "640"],
+                 "res10 300": []}  # (f): the video script's options of each detector run
+
+
+def measure_detectors(args, video, log):
+    """(f) FPS of detect_and_classify per frame for each DETECTOR_RUNS entry, chunks in turn (rotating order)."""
+    import detect_mask_video as dmv
+    runs = {}
+    for name, extra in DETECTOR_RUNS.items():
+        options = dmv.parse_args(["--no-display", "-m", str(args.tflite_model), *extra])
+        runs[name] = (options, dmv.load_face_detector(options.face, options.face_detector))
+    cv2.setNumThreads(runs["res10 300"][0].threads)
+    classifier = dmv.load_classifier(dmv.find_model(str(args.tflite_model)), runs["res10 300"][0].threads)
+    capture, frames = cv2.VideoCapture(str(video)), []
+    while len(frames) < args.frames:
+        ok, frame = capture.read()
+        if not ok:
+            break
+        frames.append(frame)
+    capture.release()
+    log(f"detectors: {', '.join(runs)} side by side, {CHUNK_FRAMES}-frame chunks in turn ...")
+    seconds, faces = {name: 0.0 for name in runs}, {name: 0 for name in runs}
+    names = list(runs)
+    for turn, first in enumerate(range(0, len(frames), CHUNK_FRAMES)):
+        for name in names[turn % len(names):] + names[:turn % len(names)]:
+            options, net = runs[name]
+            for frame in frames[first:first + CHUNK_FRAMES]:
+                start = time.perf_counter()
+                found = dmv.detect_and_classify(frame, net, classifier, options.confidence, options.detect_size,
+                                                options.nms, options.mask_threshold)
+                seconds[name] += time.perf_counter() - start
+                faces[name] += len(found)
+    return {name: {"fps": len(frames) / seconds[name], "faces_per_frame": faces[name] / len(frames),
+                   "detect_size": runs[name][0].detect_size, "confidence": runs[name][0].confidence}
+            for name in runs}
+
+
+def detector_lines(detectors):
+    """The (f) rows of the report."""
+    lines = ["", "face detectors, detect_and_classify per frame (same frames, chunks in turn):"]
+    lines += [f"  {name:<11} {fmt(d['fps'])} FPS  faces/frame {d['faces_per_frame']:.2f}  (--detect-size "
+              f"{' '.join(map(str, d['detect_size']))}, -c {d['confidence']})" for name, d in detectors.items()]
+    ratio = detectors["centerface"]["fps"] / detectors["res10 640"]["fps"]
+    return lines + [f"  ratio centerface / res10 640: {fmt(ratio, 2, 'x')}"]
+
+
 def tracking_lines(tracking):
     """The (e) rows of the report."""
     fps, every = tracking["fps"], tracking["detect_every"]
@@ -787,6 +840,8 @@ def measure(args, workdir, log):
 
     if args.tracking_only:
         return {"tracking": measure_tracking(args, video, log)}
+    if args.detectors_only:
+        return {"detectors": measure_detectors(args, video, log)}
     log(f"video: reference and pipeline side by side, {CHUNK_FRAMES}-frame chunks in turn ...")
     video_side_by_side = measure_video(args, video, workdir, log)
 
@@ -836,7 +891,7 @@ def measure(args, workdir, log):
                      "python": platform.python_version(), "opencv": cv2.__version__,
                      "command": " ".join([Path(sys.executable).name, *sys.argv])},
             "video": video_side_by_side, "classifier": classifier, "image_script": image,
-            "tracking": measure_tracking(args, video, log)}
+            "tracking": measure_tracking(args, video, log), "detectors": measure_detectors(args, video, log)}
 
 
 def main(argv=None):
@@ -865,12 +920,16 @@ def main(argv=None):
     except (RuntimeError, subprocess.TimeoutExpired) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    lines = tracking_lines(results["tracking"]) if args.tracking_only else format_table(results)
+    lines = (tracking_lines(results["tracking"]) if args.tracking_only else detector_lines(results["detectors"])
+             if args.detectors_only else format_table(results))
     print("\n".join(lines))
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n")
     if args.tracking_only:
         return 0 if results["tracking"]["ratio"] >= TARGETS["detect_every_ratio"] else 1
+    if args.detectors_only:
+        detectors = results["detectors"]
+        return 0 if detectors["centerface"]["fps"] >= detectors["res10 640"]["fps"] else 1
     return 0 if all(met for _, _, met in target_status(results).values()) else 1
 
 
