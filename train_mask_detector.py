@@ -81,7 +81,7 @@ CALIBRATION_BORDER = 0.3  # the detect image script's --border default: photos' 
 SCENE_SIZES = (SSD_SIZE, 900)  # res10 inputs (longer side) for VOC scenes: its own 300, 900 for small faces
 SCENE_NMS = 0.3  # IoU above which NMS merges the scene inputs' boxes (the detect scripts' --nms default)
 MATCH_IOU = 0.5  # an annotated face is found by a detected box of at least this IoU (PASCAL VOC's rule)
-BIAS_LIMIT = 20.0  # |Mask log-odds bias| searched: beyond it a float32 softmax is saturated
+OPEN_PLATEAU = 1.0  # log-odds: a best plateau beyond the last face (a useless model) counts as this wide
 RELIABILITY_BINS = 10  # predicted Mask probability bins of the reliability diagram
 CALIBRATION_MEMBER = "mask_calibration.json"  # added to the .keras zip: the total bias folded in (Keras ignores it)
 
@@ -1038,11 +1038,12 @@ def balanced_accuracies(log_odds: np.ndarray, labels: np.ndarray, biases) -> np.
     return (mask_recall + bare_recall) / 2
 
 
-def choose_bias(sets, limit: float = BIAS_LIMIT):
+def choose_bias(sets, open_width: float = OPEN_PLATEAU):
     """The Mask log-odds bias that maximises the mean over `sets` [(log-odds, labels)] of each set's balanced
-    accuracy: the middle of the widest best plateau (within +-limit; ties: the one nearer 0), so that the choice
-    does not hang on one face. Returns (bias, (plateau low, plateau high), best mean)."""
-    edges = np.unique(np.clip(np.concatenate([[-limit, limit], *(-s for s, _ in sets)]), -limit, limit))
+    accuracy: the middle of the widest best plateau (ties: the one nearer 0), so that the choice does not hang
+    on one face; shifting every log-odds by c shifts it by -c. Returns (bias, (plateau low, high), best mean)."""
+    edges = np.unique(np.concatenate([-s for s, _ in sets]))
+    edges = np.concatenate([[edges[0] - open_width], edges, [edges[-1] + open_width]])
     middles = (edges[:-1] + edges[1:]) / 2  # the score is constant between two edges
     score = np.mean([balanced_accuracies(s, y, middles) for s, y in sets], axis=0)
     best = np.flatnonzero(score >= score.max() - 1e-12)
@@ -1324,9 +1325,9 @@ def recalibrate(args) -> int:
     model_path, metrics_path, report_dir = Path(args.model), Path(args.metrics), Path(args.report_dir)
     if model_path.suffix != ".keras":
         raise UsageError(f"--model {model_path}: --calibrate rewrites a Keras '.keras' model (its LiteRT files follow)")
+    check_calibration(args)
     for path in (model_path, metrics_path, report_dir / "probe"):
         check_writable(path)
-    check_calibration(args)
     model = load_keras_model(model_path)
     previous = folded_bias(model_path)
     net = cv2.dnn.readNetFromCaffe(*map(str, face_detector_files(Path(args.face))))
@@ -1351,11 +1352,11 @@ def train(args) -> int:
     if model_path.suffix != ".keras":
         raise UsageError(f"--model {model_path}: Keras 3 saves to a '.keras' file; use e.g. mask_detector.keras")
     variants = args.tflite
+    check_calibration(args)  # the calibration folders' layout and classes, before the long training
     for path in (model_path, plot_path, metrics_path, Path(args.report_dir) / "probe"):
         check_writable(path)
     if args.crop == "face":
         face_detector_files(Path(args.face))  # missing or damaged: say so before any work
-    check_calibration(args)
 
     print("[INFO] loading images...")
     dataset = load_datasets([Path(d) for d in args.dataset], args.limit)
