@@ -1142,8 +1142,9 @@ def calibration_faces(folder: Path, layout: str, net, confidence: float, limit: 
     if layout == "voc":
         items = list(read_voc(folder).items())[:limit or None]
     else:
-        items = [(path, None) for label in (0, 1) for path in image_files(folder / CLASS_DIRS[label])[:limit or None]]
-    for path, truth in items:
+        items = [(path, label) for label in (0, 1)
+                 for path in image_files(folder / CLASS_DIRS[label])[:limit or None]]
+    for path, truth in items:  # truth: the photo's label, or a VOC photo's [(box, label)]
         image = read_image(path)
         if image is None:
             print(f"warning: skipping {path}: not a readable image", file=sys.stderr)
@@ -1153,7 +1154,7 @@ def calibration_faces(folder: Path, layout: str, net, confidence: float, limit: 
             found = [(boxes[j] if j is not None else None, label)
                      for (_, label), j in zip(truth, match_boxes([box for box, _ in truth], boxes))]
         else:
-            found = [(most_confident_face(net, image, confidence, CALIBRATION_BORDER), CLASS_DIRS.index(path.parent.name))]
+            found = [(most_confident_face(net, image, confidence, CALIBRATION_BORDER), truth)]
         for box, label in found:
             if box is None:
                 missed[label] += 1
@@ -1227,12 +1228,15 @@ def calibrate(model, sets: list, folders, report_dir: Path, previous_bias: float
     for folder, o, s in zip(folders, odds, sets):
         before, after = balanced_accuracies(o, s["labels"], [0.0, bias])
         per_folder[str(folder)] = {
-            "layout": s["layout"], "faces": int(len(o)), "faces_per_class": np.bincount(s["labels"], minlength=2).tolist(),
+            "layout": s["layout"], "faces": int(len(o)),
+            "faces_per_class": np.bincount(s["labels"], minlength=2).tolist(),
             "without_detection": int(sum(s["missed"])), "without_detection_per_class": s["missed"],
             "balanced_accuracy_before": float(before), "balanced_accuracy_after": float(after)}
-    mean = {when: float(np.mean([f[f"balanced_accuracy_{when}"] for f in per_folder.values()])) for when in ("before", "after")}
+    mean = {when: float(np.mean([f[f"balanced_accuracy_{when}"] for f in per_folder.values()]))
+            for when in ("before", "after")}
     total = previous_bias + bias
-    save_reliability(np.concatenate(odds), np.concatenate([s["labels"] for s in sets]), bias, report_dir / "calibration.png")
+    save_reliability(np.concatenate(odds), np.concatenate([s["labels"] for s in sets]), bias,
+                     report_dir / "calibration.png")
     print(f"[INFO] calibration: Mask bias {bias:+.3f} (plateau {plateau[0]:+.3f} to {plateau[1]:+.3f}; the old model's "
           f"P(mask) >= {1 / (1 + np.exp(bias)):.4f}), total {total:+.3f}; balanced accuracy "
           + ", ".join(f"{Path(k).name} {v['balanced_accuracy_before']:.4f} -> {v['balanced_accuracy_after']:.4f}"

@@ -437,7 +437,6 @@ def test_folding_needs_a_softmax_pair_at_the_end():
         train.fold_mask_bias(keras.Model(inputs, keras.layers.Dense(2)(inputs)), 1.0)
 
 
-@pytest.mark.slow
 def test_litert_export_of_a_folded_model_answers_the_same(tmp_path):
     model = train.fold_mask_bias(tiny_classifier(spread=20.0), 3.0)
     batch = train.preprocess(np.random.default_rng(2).integers(0, 256, (8, 224, 224, 3), dtype=np.uint8))
@@ -482,10 +481,11 @@ def calibration_folders(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("calibration")
     hopper, astronaut = detect_helpers.grace_hopper(), detect_helpers.astronaut()
-    for label, photos in (("with_mask", (hopper, cv2.flip(astronaut, 1))), ("without_mask", (astronaut, cv2.flip(hopper, 1)))):
+    for label, photos in (("with_mask", (hopper, cv2.flip(astronaut, 1))),
+                          ("without_mask", (astronaut, cv2.flip(hopper, 1)))):
+        (root / "photos" / label).mkdir(parents=True)
         for k, photo in enumerate(photos):
-            detect_helpers.write_image(Path(root / "photos" / label).mkdir(parents=True, exist_ok=True)
-                                       or root / "photos" / label / f"{k}.jpg", photo)
+            detect_helpers.write_image(root / "photos" / label / f"{k}.jpg", photo)
     scene = np.full((700, 1024, 3), 128, np.uint8)
     scene[:600, :512], scene[:512, 512:] = hopper, astronaut
     (root / "scenes" / "images").mkdir(parents=True)
@@ -528,7 +528,7 @@ def test_recalibrate_folds_the_bias_into_the_model_and_again_adds_nothing(calibr
     train.save_model(tiny_classifier(spread=30.0, seed=3), model_path)
     _, offset = keras.saving.load_model(model_path, safe_mode=True).layers[-1].get_weights()
     folders = (calibration_folders / "photos", calibration_folders / "scenes")
-    code, out, _ = run_main(calibrate_argv(model_path, *folders) + ["--tflite", "float16", "--tflite-default", "float16"], capsys)
+    code, out, _ = run_main(calibrate_argv(model_path, *folders) + ["--tflite", "float16"], capsys)
     assert code == 0 and "calibration: Mask bias" in out
     calibration = json.loads((tmp_path / "metrics.json").read_text())["calibration"]
     bias = calibration["bias"]
@@ -576,11 +576,16 @@ def test_calibration_folder_errors_come_before_any_work(calibration_folders, tin
     assert model.read_bytes() == b"the old model" and sorted(p.name for p in model.parent.iterdir()) == ["m.keras"]
 
 
-def test_calibration_without_a_face_found_is_an_error_before_training(tiny_dataset, tmp_path, capsys):
+def write_blank_photos(folder: Path, count: int) -> None:
+    """`count` plain grey photos per class: no face for res10."""
     for label in train.CLASS_DIRS:
-        for k in range(2):
-            cv2.imwrite(str(Path(tmp_path / "blank" / label).mkdir(parents=True, exist_ok=True)
-                            or tmp_path / "blank" / label / f"{k}.png"), np.full((120, 100, 3), 40 * k + 60, np.uint8))
+        (folder / label).mkdir(parents=True)
+        for k in range(count):
+            cv2.imwrite(str(folder / label / f"{k}.png"), np.full((120, 100, 3), 40 * k + 60, np.uint8))
+
+
+def test_calibration_without_a_face_found_is_an_error_before_training(tiny_dataset, tmp_path, capsys):
+    write_blank_photos(tmp_path / "blank", 2)
     out_dir = tmp_path / "out"
     code, out, err = run_main(calibrate_argv(out_dir / "m.keras", tmp_path / "blank")
                               + ["--dataset", str(tiny_dataset), "--weights", "none", "--crop", "image"], capsys)
@@ -589,11 +594,8 @@ def test_calibration_without_a_face_found_is_an_error_before_training(tiny_datas
     assert "training head" not in out and not (out_dir / "m.keras").exists()
 
 
-@pytest.mark.slow
 def test_recalibrate_without_a_face_found_leaves_the_model(tmp_path, capsys):
-    for label in train.CLASS_DIRS:
-        cv2.imwrite(str(Path(tmp_path / "blank" / label).mkdir(parents=True, exist_ok=True)
-                        or tmp_path / "blank" / label / "a.png"), np.full((120, 100, 3), 90, np.uint8))
+    write_blank_photos(tmp_path / "blank", 1)
     model_path = tmp_path / "out" / "m.keras"
     model_path.parent.mkdir()
     train.save_model(tiny_classifier(), model_path)
