@@ -9,6 +9,7 @@ Usage:
     python train_mask_detector.py --convert mask_detector.model                    # a 2020 model, once
     python train_mask_detector.py --calibrate photos/ scenes/ --model mask_detector.keras  # recalibrate in place
     python train_mask_detector.py --dataset dataset --calibrate photos/ scenes/    # train, then calibrate
+    python train_mask_detector.py --dataset dataset --face-detector centerface    # CenterFace's face crops
     python train_mask_detector.py --dataset dataset extra/ilc2021 extra/ilc2021_small --epochs 5 \
         --fine-tune-epochs 3 --learning-rate 1e-3 --fine-tune-learning-rate 1e-4 --deterministic --seed 1
 
@@ -21,6 +22,9 @@ AveragePooling2D(7x7) -> Flatten -> Dense(128, relu) -> Dropout(0.5) -> Dense(2,
   * the 80/20 split keeps exact duplicates, mirrored copies and masked/unmasked twins of one photo on the
     same side (the 2020 split leaks them into both sides);
   * the classifier trains on the face box the res10 SSD finds, as it sees at inference (``--crop face``);
+    ``--face-detector centerface`` takes CenterFace's box instead (face_detector/centerface.onnx, SHA-256
+    checked, at the photo's own size, enlarged 1.1x as the detect scripts crop it), res10's where it finds
+    none - in training, --evaluate, --export-only and --calibrate alike;
   * "robust" augmentation: mask recolouring, colour, blur, down-and-up scaling, JPEG quality, occlusion,
     then a short fine-tune of the top MobileNetV2 blocks with BatchNorm frozen.
 
@@ -208,14 +212,15 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--weights", choices=("imagenet", "none"), default="imagenet",
                    help="MobileNetV2 start weights ('none' for quick test runs)")
     p.add_argument("--crop", choices=("face", "image"), default="face",
-                   help="train on the res10 face box (as at inference) or on the whole photo (2020)")
+                   help="train on the face box (as at inference; see --face-detector) or on the whole photo (2020)")
     p.add_argument("--face-detector", choices=FACE_DETECTORS, default=FACE_DETECTORS[0],
                    help="finds the face in photos (training crops, --evaluate, --export-only, --calibrate): "
                         f"res10, or centerface at the photo's own size (threshold {CENTERFACE_CONFIDENCE}, its "
                         "box enlarged 1.1x as the detect scripts crop it) with res10 where it finds none")
     p.add_argument("-f", "--face", default="face_detector",
                    help=f"folder with the res10 SSD files (else from {FACE_PACKAGE}) and {CENTERFACE_ONNX}")
-    p.add_argument("--face-confidence", type=unit_float, default=0.5, help="SSD threshold for training crops")
+    p.add_argument("--face-confidence", type=unit_float, default=0.5,
+                   help=f"res10 threshold for the face crops (centerface's is {CENTERFACE_CONFIDENCE})")
     p.add_argument("--manifest-crop", choices=MANIFEST_CROPS, default=DEFAULT_MANIFEST_CROP,
                    help="folders with a manifest.csv hold face crops with a margin already: as-is uses them as "
                         "they are; cubic as well, enlarged with INTER_CUBIC as the detect scripts enlarge a face; "

@@ -629,6 +629,8 @@ def test_centerface_finds_and_crops_faces_as_the_detect_scripts_do(calibration_f
         assert net.faces(photo) == [(score, box)]
         crop_box = dm.clip_box(dm.reframe(box, dm.CENTERFACE_REFRAME), photo.shape[1], photo.shape[0])
         assert train.most_confident_face(net, photo, 0.5) == crop_box
+    photos = train.calibration_faces(calibration_folders / "photos", "photos", net, 0.5)
+    assert photos["labels"].tolist() == [0, 0, 1, 1] and photos["missed"] == [0, 0]
     scenes = train.calibration_faces(calibration_folders / "scenes", "voc", net, 0.5)
     assert scenes["labels"].tolist() == [0, 1] and scenes["missed"] == [1, 0]
     # no CenterFace face: res10 looks, as it does today (here a stand-in that boxes the middle)
