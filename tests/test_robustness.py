@@ -1050,7 +1050,7 @@ def test_each_later_pass_adds_only_faces_too_small_for_the_pass_before_it(script
 
     def found(row, width):
         net = OneWidthNet(row, width)
-        faces = script.detect_faces(frame, net, 0.5, sizes, 0.4)
+        faces = script.find_faces(frame, net, 0.5, sizes, 0.4)
         assert net.seen == [100, 200, 400]
         return [box for box, _ in faces]
 
