@@ -617,8 +617,9 @@ class Tracker:
 
 def person_json(t):
     """The --json line of an ended track; its verdict is the sign of its mean evidence over all its frames."""
-    return {"person": t["id"], **{k: t[k] for k in ("first_frame", "last_frame", "first_time", "last_time")},
-            "label": LABELS[t["total"] < 0], "frames": t["frames"]}
+    return {"person": t["id"], "first_frame": t["first_frame"], "last_frame": t["last_frame"], "first_time":
+            round(t["first_time"], 4), "last_time": round(t["last_time"], 4), "label": LABELS[t["total"] < 0],
+            "frames": t["frames"]}
 
 
 class LatestFrame(threading.Thread):

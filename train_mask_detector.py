@@ -105,7 +105,8 @@ IMREAD_FLAGS = cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR
 REPRESENTATIVE_SAMPLES = 200  # int8 export: images the converter calibrates its ranges on
 # --calibrate
 CALIBRATION_BORDER = 0.3  # the detect image script's --border default: photos' close-ups as it looks at them
-SCENE_SIZES = (SSD_SIZE, 900)  # res10 inputs (longer side) for VOC scenes: its own 300, 900 for small faces
+SCENE_SIZES = (SSD_SIZE, 600, 900)  # res10 inputs (longer side) for VOC scenes: the image script's --detect-size
+LATER_PASS_MAX_FACE, LATER_PASS_MIN_FACE = 64, 20  # the image script's rule for a larger input (px; see there)
 SCENE_NMS = 0.3  # IoU above which NMS merges the scene inputs' boxes (the detect scripts' --nms default)
 MATCH_IOU = 0.5  # an annotated face is found by a detected box of at least this IoU (PASCAL VOC's rule)
 OPEN_PLATEAU = 1.0  # log-odds: a best plateau beyond the last face (a useless model) counts as this wide
@@ -1228,8 +1229,17 @@ def scene_faces(net, image_bgr: np.ndarray, confidence: float) -> list:
         if faces:
             return [(box, reframed(box, image_bgr.shape[1], image_bgr.shape[0])) for _, box in faces]
         net = net.res10
-    faces = [face for size in SCENE_SIZES for face in ssd_faces(net, image_bgr, confidence, size)]
-    return [(box, box) for _, box in merge_faces(faces, confidence)]
+    height, width = image_bgr.shape[:2]
+    faces, mirror = [], cv2.flip(image_bgr, 1)
+    for previous, size in zip((None, *SCENE_SIZES), SCENE_SIZES):  # as the image script: mirror pass too, and
+        limit = LATER_PASS_MAX_FACE * max(height, width) / previous if previous else np.inf  # larger inputs
+        if limit < LATER_PASS_MIN_FACE:  # add only faces too small for the input before
+            continue
+        found = ssd_faces(net, image_bgr, confidence, size) + [(score, (width - x2, y1, width - x1, y2))
+                                                               for score, (x1, y1, x2, y2) in
+                                                               ssd_faces(net, mirror, confidence, size)]
+        faces += [(score, box) for score, box in found if max(box[2] - box[0], box[3] - box[1]) < limit]
+    return [(box, box) for _, box in drop_contained(merge_faces(faces, confidence))]
 
 
 def calibration_faces(folder: Path, layout: str, net, confidence: float, limit: int = 0) -> dict:

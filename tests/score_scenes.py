@@ -439,14 +439,16 @@ def main(argv=None):
         if args.sweep:
             results = run_sweep(dm, frames, gts, net, classifier, args.verify, options)
             print(format_sweep(results, args.verify))
-            payload = {"model": str(model), "scenes": str(args.scenes), "sweep": results}
+            payload = {"model": str(model), "scenes": str(args.scenes), "face_detector": args.face_detector,
+                       "sweep": results}
         else:
             summary, predictions = run_setting(dm, frames, gts, net, classifier, list(args.detect_size),
                                                args.confidence, args.nms, **options)
             print(setting_name(args.detect_size, args.confidence, args.nms))
             print(format_summary(summary))
             payload = {"model": str(model), "scenes": str(args.scenes), "sizes": list(args.detect_size),
-                       "confidence": args.confidence, "nms": args.nms, **options, "summary": summary,
+                       "confidence": args.confidence, "nms": args.nms, "face_detector": args.face_detector,
+                       **{k: v for k, v in options.items() if k != "fallback"}, "summary": summary,
                        "images": [{"image": str(path), "faces": [dm.face_json(f) for f in faces]}
                                   for (path, _), faces in zip(scenes, predictions)]}
         if args.output:
