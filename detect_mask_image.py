@@ -8,9 +8,11 @@ Usage:
 
 Faces are found with OpenCV's res10 SSD detector (run at each --detect-size, on
 the image and on its mirror image, merged; close-ups get a second look inside a
-black border), then all faces of an image are classified in one batch by the
-MobileNetV2 mask classifier (-m: .tflite or .keras; a legacy 2020 .model/.h5 is
-converted once with train_mask_detector.py --convert). Prints one line per face
+black border), or with --face-detector centerface by CenterFace (res10 looks
+where it finds none), then all faces of an image are classified in one batch by
+the MobileNetV2 mask classifier, labelled by its own argmax (-m: .tflite or
+.keras; a legacy 2020 .model/.h5 is converted once with train_mask_detector.py
+--convert). Prints one line per face
 (or with --json one JSON object per image), shows the annotated image where a
 display exists, and with -o saves it (a folder when several images are given).
 Exit status: 0 ok, 2 bad arguments or inputs (the other images are still

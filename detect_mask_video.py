@@ -7,7 +7,8 @@ Usage:
     python detect_mask_video.py -i rtsp://host/stream --json --no-display --max-frames 100
 
 Each frame: faces from OpenCV's res10 SSD detector (at each --detect-size,
-merged), all of them classified in one batch by the MobileNetV2 mask
+merged) or CenterFace (--face-detector centerface, at the frame's own size),
+all of them classified in one batch by the MobileNetV2 mask
 classifier (-m: .tflite or .keras; a legacy 2020 .model/.h5 is converted once
 with train_mask_detector.py --convert); --detect-every N runs the detector on
 every N-th frame only. Faces are tracked across frames: each has an id, and a
