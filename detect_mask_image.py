@@ -6,16 +6,13 @@ Usage:
     python detect_mask_image.py -i photos/ -o annotated/ --no-display
     python detect_mask_image.py -i a.jpg "b c.png" --json --no-display -m mask_detector.keras
 
-Faces are found with OpenCV's res10 SSD detector (run at each --detect-size, on
-the image and on its mirror image, merged; close-ups get a second look inside a
-black border), or with --face-detector centerface by CenterFace (res10 looks
-where it finds none), then all faces of an image are classified in one batch by
-the MobileNetV2 mask classifier, labelled by its own argmax (-m: .tflite or
-.keras; a legacy 2020 .model/.h5 is converted once with train_mask_detector.py
---convert). Prints one line per face
-(or with --json one JSON object per image), shows the annotated image where a
-display exists, and with -o saves it (a folder when several images are given).
-Exit status: 0 ok, 2 bad arguments or inputs (the other images are still
+Faces are found with OpenCV's res10 SSD detector (run at each --detect-size, on the image and its mirror
+image, merged; close-ups get a second look inside a black border), or with --face-detector centerface by
+CenterFace (res10 looks where it finds none); all faces of an image are classified in one batch by the
+MobileNetV2 mask classifier, labelled by its own argmax (-m: .tflite or .keras; a legacy 2020 .model/.h5 is
+converted once with train_mask_detector.py --convert). Prints one line per face (or with --json one JSON
+object per image), shows the annotated image where a display exists, and with -o saves it (a folder when
+several images are given). Exit status: 0 ok, 2 bad arguments or inputs (the other images are still
 processed), 1 any other failure.
 """
 import argparse
@@ -101,8 +98,7 @@ def number(cast, low, high=math.inf, closed=True):
             value = math.nan
         if not (low <= value <= high if closed else low < value < high):
             span = f">= {low}" if high == math.inf else f"from {low} to {high}{'' if closed else ' (exclusive)'}"
-            raise argparse.ArgumentTypeError(f"must be {'a whole number' if cast is int else 'a number'} {span}, "
-                                             f"got {text!r}")
+            raise argparse.ArgumentTypeError(f"must be a {'whole ' * (cast is int)}number {span}, got {text!r}")
         return value
     return parse
 
@@ -113,26 +109,21 @@ count = functools.partial(number, int)  # count(minimum): argparse type, a whole
 
 def add_shared_arguments(parser, detect_sizes):
     """The options of both scripts; detect_sizes: each face detector's default --detect-size."""
-    parser.add_argument("--face-detector", choices=FACE_DETECTORS, default=FACE_DETECTORS[0],
-                        help="res10: OpenCV's SSD, the 2020 design's; centerface: finds more small faces "
-                        "(crowds, door cameras) (default: %(default)s)")
-    parser.add_argument("-f", "--face", default=DEFAULT_FACE_DIR, metavar="DIR",
-                        help=f"folder with {CAFFEMODEL} and deploy.prototxt, or {CENTERFACE_ONNX} (default: "
-                             f"%(default)s; res10's files else from the installed {FACE_PACKAGE} package)")
+    parser.add_argument("--face-detector", choices=FACE_DETECTORS, default=FACE_DETECTORS[0], help="res10: the "
+                        "2020 design's SSD; centerface: more small faces (crowds) (default: %(default)s)")
+    parser.add_argument("-f", "--face", default=DEFAULT_FACE_DIR, metavar="DIR", help=f"folder with {CAFFEMODEL} "
+                        f"and deploy.prototxt, or {CENTERFACE_ONNX} (default: %(default)s, else {FACE_PACKAGE}'s)")
     parser.add_argument("-m", "--model", metavar="PATH", help="mask classifier, .tflite or .keras "
                         f"(default: the first of {', '.join(DEFAULT_MODEL)} found)")
-    parser.add_argument("-c", "--confidence", type=probability, metavar="P",
-                        help="minimum face detection confidence, 0-1 (default: res10 "
-                        f"{DEFAULT_CONFIDENCE}, centerface {CENTERFACE_CONFIDENCE})")
-    parser.add_argument("--detect-size", type=count(0), nargs="+", metavar="N",
-                        help="longer side in pixels of the face detector input; several are merged, each "
-                        "larger one adding only faces too small for the one before; 0 = native resolution "
-                        "(default: " + ", ".join(f"{name} {' '.join(map(str, sizes))}"
-                                                 for name, sizes in detect_sizes.items()) + ")")
+    parser.add_argument("-c", "--confidence", type=probability, metavar="P", help="minimum face detection "
+                        f"confidence (default: res10 {DEFAULT_CONFIDENCE}, centerface {CENTERFACE_CONFIDENCE})")
+    sizes = ", ".join(f"{name} {' '.join(map(str, value))}" for name, value in detect_sizes.items())
+    parser.add_argument("--detect-size", type=count(0), nargs="+", metavar="N", help="longer side (px) of the "
+                        "detector input; several merged, each larger adding only faces too small for the one "
+                        f"before; 0 = native (default: {sizes})")
     parser.add_argument("--mask-threshold", type=number(float, 0, 1, closed=False), default=DEFAULT_MASK_THRESHOLD,
-                        metavar="P",
-                        help="label a face Mask when the classifier's Mask probability is at least P "
-                        "(default: %(default)s, the model's own decision)")
+                        metavar="P", help="Mask from this Mask probability on (default: %(default)s, the model's "
+                        "own decision)")
     parser.add_argument("--nms", type=probability, default=0.3, metavar="IOU",
                         help="overlap above which duplicate faces are merged (default: %(default)s)")
     parser.add_argument("--threads", type=count(1), default=2, metavar="N",
@@ -143,10 +134,9 @@ def add_shared_arguments(parser, detect_sizes):
 
 def with_detector_defaults(args, detect_sizes):
     """args with --confidence and --detect-size, where left out, set to the chosen face detector's defaults."""
-    if args.confidence is None:
-        args.confidence = CENTERFACE_CONFIDENCE if args.face_detector == "centerface" else DEFAULT_CONFIDENCE
-    if args.detect_size is None:
-        args.detect_size = list(detect_sizes[args.face_detector])
+    centerface_default = CENTERFACE_CONFIDENCE if args.face_detector == "centerface" else DEFAULT_CONFIDENCE
+    args.confidence = centerface_default if args.confidence is None else args.confidence
+    args.detect_size = args.detect_size or list(detect_sizes[args.face_detector])
     return args
 
 

@@ -6,18 +6,14 @@ Usage:
     python detect_mask_video.py -i clip.mp4 -o annotated.mp4 --no-display
     python detect_mask_video.py -i rtsp://host/stream --json --no-display --max-frames 100
 
-Each frame: faces from OpenCV's res10 SSD detector (at each --detect-size,
-merged) or CenterFace (--face-detector centerface, at the frame's own size),
-all of them classified in one batch by the MobileNetV2 mask
-classifier (-m: .tflite or .keras; a legacy 2020 .model/.h5 is converted once
-with train_mask_detector.py --convert); --detect-every N runs the detector on
-every N-th frame only. Faces are tracked across frames: each has an id, and a
-label from its track's recent evidence. --json prints one JSON object per frame
-and one per person when its track ends; -o saves the annotated video (.mp4 or
-.avi; written under a temp name and renamed at the end, also after q or Ctrl-C).
-A camera or stream is read in a thread that keeps only the newest frame. The
-summary on stderr counts people. Exit status: 0 ok, 2 bad arguments or a source
-that cannot be opened, 1 any other failure.
+Each frame: faces from OpenCV's res10 SSD detector (at each --detect-size, merged) or CenterFace
+(--face-detector centerface, at the frame's own size), all classified in one batch by the MobileNetV2 mask
+classifier (-m: .tflite or .keras; a legacy 2020 .model/.h5 is converted once with train_mask_detector.py
+--convert); --detect-every N runs the detector on every N-th frame only. Faces are tracked: each has an id
+and a label from its track's recent evidence. --json prints one JSON object per frame and one per person
+when its track ends; -o saves the annotated video (.mp4 or .avi; a temp file renamed at the end, also after
+q or Ctrl-C). A camera or stream is read in a thread that keeps only the newest frame. The summary on
+stderr counts people. Exit status: 0 ok, 2 bad arguments or a source that cannot be opened, 1 other failures.
 """
 import argparse
 import contextlib
@@ -104,8 +100,7 @@ def number(cast, low, high=math.inf, closed=True):
             value = math.nan
         if not (low <= value <= high if closed else low < value < high):
             span = f">= {low}" if high == math.inf else f"from {low} to {high}{'' if closed else ' (exclusive)'}"
-            raise argparse.ArgumentTypeError(f"must be {'a whole number' if cast is int else 'a number'} {span}, "
-                                             f"got {text!r}")
+            raise argparse.ArgumentTypeError(f"must be a {'whole ' * (cast is int)}number {span}, got {text!r}")
         return value
     return parse
 
@@ -116,26 +111,21 @@ count = functools.partial(number, int)  # count(minimum): argparse type, a whole
 
 def add_shared_arguments(parser, detect_sizes):
     """The options of both scripts; detect_sizes: each face detector's default --detect-size."""
-    parser.add_argument("--face-detector", choices=FACE_DETECTORS, default=FACE_DETECTORS[0],
-                        help="res10: OpenCV's SSD, the 2020 design's; centerface: finds more small faces "
-                        "(crowds, door cameras) (default: %(default)s)")
-    parser.add_argument("-f", "--face", default=DEFAULT_FACE_DIR, metavar="DIR",
-                        help=f"folder with {CAFFEMODEL} and deploy.prototxt, or {CENTERFACE_ONNX} (default: "
-                             f"%(default)s; res10's files else from the installed {FACE_PACKAGE} package)")
+    parser.add_argument("--face-detector", choices=FACE_DETECTORS, default=FACE_DETECTORS[0], help="res10: the "
+                        "2020 design's SSD; centerface: more small faces (crowds) (default: %(default)s)")
+    parser.add_argument("-f", "--face", default=DEFAULT_FACE_DIR, metavar="DIR", help=f"folder with {CAFFEMODEL} "
+                        f"and deploy.prototxt, or {CENTERFACE_ONNX} (default: %(default)s, else {FACE_PACKAGE}'s)")
     parser.add_argument("-m", "--model", metavar="PATH", help="mask classifier, .tflite or .keras "
                         f"(default: the first of {', '.join(DEFAULT_MODEL)} found)")
-    parser.add_argument("-c", "--confidence", type=probability, metavar="P",
-                        help="minimum face detection confidence, 0-1 (default: res10 "
-                        f"{DEFAULT_CONFIDENCE}, centerface {CENTERFACE_CONFIDENCE})")
-    parser.add_argument("--detect-size", type=count(0), nargs="+", metavar="N",
-                        help="longer side in pixels of the face detector input; several are merged, each "
-                        "larger one adding only faces too small for the one before; 0 = native resolution "
-                        "(default: " + ", ".join(f"{name} {' '.join(map(str, sizes))}"
-                                                 for name, sizes in detect_sizes.items()) + ")")
+    parser.add_argument("-c", "--confidence", type=probability, metavar="P", help="minimum face detection "
+                        f"confidence (default: res10 {DEFAULT_CONFIDENCE}, centerface {CENTERFACE_CONFIDENCE})")
+    sizes = ", ".join(f"{name} {' '.join(map(str, value))}" for name, value in detect_sizes.items())
+    parser.add_argument("--detect-size", type=count(0), nargs="+", metavar="N", help="longer side (px) of the "
+                        "detector input; several merged, each larger adding only faces too small for the one "
+                        f"before; 0 = native (default: {sizes})")
     parser.add_argument("--mask-threshold", type=number(float, 0, 1, closed=False), default=DEFAULT_MASK_THRESHOLD,
-                        metavar="P",
-                        help="label a face Mask when the classifier's Mask probability is at least P "
-                        "(default: %(default)s, the model's own decision)")
+                        metavar="P", help="Mask from this Mask probability on (default: %(default)s, the model's "
+                        "own decision)")
     parser.add_argument("--nms", type=probability, default=0.3, metavar="IOU",
                         help="overlap above which duplicate faces are merged (default: %(default)s)")
     parser.add_argument("--threads", type=count(1), default=2, metavar="N",
@@ -146,10 +136,9 @@ def add_shared_arguments(parser, detect_sizes):
 
 def with_detector_defaults(args, detect_sizes):
     """args with --confidence and --detect-size, where left out, set to the chosen face detector's defaults."""
-    if args.confidence is None:
-        args.confidence = CENTERFACE_CONFIDENCE if args.face_detector == "centerface" else DEFAULT_CONFIDENCE
-    if args.detect_size is None:
-        args.detect_size = list(detect_sizes[args.face_detector])
+    centerface_default = CENTERFACE_CONFIDENCE if args.face_detector == "centerface" else DEFAULT_CONFIDENCE
+    args.confidence = centerface_default if args.confidence is None else args.confidence
+    args.detect_size = args.detect_size or list(detect_sizes[args.face_detector])
     return args
 
 
@@ -684,20 +673,16 @@ def parse_args(argv=None):
 def open_source(source):
     """(cv2.VideoCapture, is_live) for a camera index, a file or a URL; UsageError if it fails. The loop
     reads a file frame by frame, a live source through LatestFrame (newest frame only, failed reads counted)."""
-    if source.isdigit():
-        capture, live, what = cv2.VideoCapture(int(source)), True, f"camera {source}"
-        hint = "check the index (0 is the first camera) or pass -i VIDEO_FILE"
-    elif "://" in source:
-        capture, live, what = cv2.VideoCapture(source), True, f"stream {source}"
-        hint = "check the URL and that the stream is running"
-    else:
-        if not Path(source).is_file():
-            raise UsageError(f"-i {source}: no such file; pass a video file, a stream URL or a camera index")
-        capture, live, what = cv2.VideoCapture(source), False, source
-        hint = "pass a video file OpenCV can read (e.g. .mp4 or .avi)"
+    kind = "camera" if source.isdigit() else "stream" if "://" in source else "file"
+    if kind == "file" and not Path(source).is_file():
+        raise UsageError(f"-i {source}: no such file; pass a video file, a stream URL or a camera index")
+    capture = cv2.VideoCapture(int(source) if kind == "camera" else source)
     if not capture.isOpened():
-        raise UsageError(f"{what}: cannot be opened; {hint}")
-    return capture, live
+        raise UsageError(f"{source if kind == 'file' else f'{kind} {source}'}: cannot be opened; " + {
+            "camera": "check the index (0 is the first camera) or pass -i VIDEO_FILE",
+            "stream": "check the URL and that the stream is running",
+            "file": "pass a video file OpenCV can read (e.g. .mp4 or .avi)"}[kind])
+    return capture, kind != "file"
 
 
 def check_output(output, source):
@@ -714,14 +699,13 @@ def check_output(output, source):
         raise UsageError(f"--output {output}: would overwrite the input video; choose another path")
     check_writable(output)
     temp = temp_path_beside(output)
-    try:
-        writer = cv2.VideoWriter(str(temp), cv2.VideoWriter_fourcc(*FOURCC[output.suffix.lower()]),
-                                 DEFAULT_OUTPUT_FPS, (64, 64))
-        if not writer.isOpened():
-            raise UsageError(f"--output {output}: OpenCV cannot write {output.suffix} video here; try .avi")
-        writer.release()
-    finally:
-        temp.unlink(missing_ok=True)
+    writer = cv2.VideoWriter(str(temp), cv2.VideoWriter_fourcc(*FOURCC[output.suffix.lower()]), DEFAULT_OUTPUT_FPS,
+                             (64, 64))
+    opened = writer.isOpened()
+    writer.release()
+    temp.unlink(missing_ok=True)
+    if not opened:
+        raise UsageError(f"--output {output}: OpenCV cannot write {output.suffix} video here; try .avi")
     return output
 
 

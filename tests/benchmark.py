@@ -286,7 +286,7 @@ def face_tiles_and_batch():
     tiles, batches = [], []
     for photo in source_photos():
         height, width = photo.shape[:2]
-        faces = dmv.detect_faces(photo, net, 0.5, [300, 600], 0.4)
+        faces = dmv.drop_contained(dmv.find_faces(photo, net, 0.5, [300, 600], 0.4))
         for box, _ in faces:
             x1, y1, x2, y2 = square_around(box, width, height)
             tiles.append(photo[y1:y2, x1:x2].copy())
@@ -415,16 +415,16 @@ def child_pipeline(args):
     import detect_mask_video as dmv
     options = dmv.parse_args(["-i", str(args.video), "--no-display", "-m", str(args.tflite_model)])
     detect_seconds = []
-    original_detect = dmv.detect_faces
+    original_detect = dmv.find_faces
 
-    def timed_detect_faces(*a, **k):  # detect_and_classify looks detect_faces up at call time
+    def timed_find_faces(*a, **k):  # detect_and_classify looks find_faces up at call time
         start = time.perf_counter()
         try:
             return original_detect(*a, **k)
         finally:
             detect_seconds.append(time.perf_counter() - start)
 
-    dmv.detect_faces = timed_detect_faces
+    dmv.find_faces = timed_find_faces
     cv2.setNumThreads(options.threads)  # as run() does
     net = dmv.load_face_detector(options.face)
     classifier = dmv.load_classifier(dmv.find_model(options.model), options.threads)
@@ -539,7 +539,7 @@ def child_tflite(args):
         rows.append({"name": name, "path": path, **stats, "probs": probs.tolist()})
     # The crop + preprocessing of one face, as the pipeline does it per frame.
     photo = cv2.imread(str(PHOTO))
-    box = dmv.detect_faces(photo, dmv.load_face_detector(), 0.5, [300], 0.4)[0][0]
+    box = dmv.find_faces(photo, dmv.load_face_detector(), 0.5, [300], 0.4)[0][0]
     preprocess = timed_calls(lambda: dmv.preprocess_faces(photo, [box]), CLASSIFIER_CALLS["tflite"], args.repeat)
     return {"rows": rows, "preprocess": preprocess, "tensorflow_imported": "tensorflow" in sys.modules,
             "threads": threads, "peak_rss_mib": peak_rss_mib()}
