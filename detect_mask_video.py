@@ -581,7 +581,7 @@ class Tracker:
         for j, face in enumerate(faces or []):
             if j in matched:
                 t = self.tracks[matched[j]]
-                t["speed"] = [(b - a) / (frame - t["seen"]) for a, b in zip(t["face"]["box"], face["box"])]
+                t["speed"] = [(b - a) / max(frame - t["seen"], 1) for a, b in zip(t["face"]["box"], face["box"])]
             else:
                 t = {"id": self.next_id, "first_frame": frame, "first_time": seconds, "frames": 0, "evidence": [],
                      "total": 0.0, "speed": [0.0] * 4, "label": face["label"]}
