@@ -225,9 +225,7 @@ def clip_box(box, width, height):
 
 def scaled_size(width, height, size):
     """(w, h) whose longer side is size, keeping the aspect ratio; size 0 = native."""
-    if size <= 0:
-        return width, height
-    scale = size / max(width, height)
+    scale = size / max(width, height) if size > 0 else 1
     return max(1, round(width * scale)), max(1, round(height * scale))
 
 
@@ -246,9 +244,7 @@ def preprocess_faces(frame_bgr, boxes):
     for row, i in enumerate(kept):
         x1, y1, x2, y2 = clip_box(boxes[i], width, height)
         batch[row] = resize_face(cv2.cvtColor(frame_bgr[y1:y2, x1:x2], cv2.COLOR_BGR2RGB))
-    batch /= 127.5
-    batch -= 1.0
-    return batch, kept
+    return batch / 127.5 - 1.0, kept
 
 
 class CenterFace:
@@ -350,8 +346,7 @@ def label_face(row, mask_threshold=DEFAULT_MASK_THRESHOLD):
 
 def face_json(face):
     """A result dict with floats rounded to 4 places, for --json."""
-    return {"box": list(face["box"]), "confidence": round(face["confidence"], 4),
-            "label": face["label"], "probability": round(face["probability"], 4)}
+    return {**face, "box": list(face["box"]), **{k: round(face[k], 4) for k in ("confidence", "probability")}}
 
 
 def draw_faces(frame, faces):

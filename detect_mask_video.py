@@ -227,9 +227,7 @@ def clip_box(box, width, height):
 
 def scaled_size(width, height, size):
     """(w, h) whose longer side is size, keeping the aspect ratio; size 0 = native."""
-    if size <= 0:
-        return width, height
-    scale = size / max(width, height)
+    scale = size / max(width, height) if size > 0 else 1
     return max(1, round(width * scale)), max(1, round(height * scale))
 
 
@@ -248,9 +246,7 @@ def preprocess_faces(frame_bgr, boxes):
     for row, i in enumerate(kept):
         x1, y1, x2, y2 = clip_box(boxes[i], width, height)
         batch[row] = resize_face(cv2.cvtColor(frame_bgr[y1:y2, x1:x2], cv2.COLOR_BGR2RGB))
-    batch /= 127.5
-    batch -= 1.0
-    return batch, kept
+    return batch / 127.5 - 1.0, kept
 
 
 class CenterFace:
@@ -352,8 +348,7 @@ def label_face(row, mask_threshold=DEFAULT_MASK_THRESHOLD):
 
 def face_json(face):
     """A result dict with floats rounded to 4 places, for --json."""
-    return {"box": list(face["box"]), "confidence": round(face["confidence"], 4),
-            "label": face["label"], "probability": round(face["probability"], 4)}
+    return {**face, "box": list(face["box"]), **{k: round(face[k], 4) for k in ("confidence", "probability")}}
 
 
 def draw_faces(frame, faces):
@@ -785,9 +780,8 @@ def process(args, capture, live, net, classifier, output, display):
             smoothed = rate if smoothed is None else FPS_SMOOTHING * smoothed + (1 - FPS_SMOOTHING) * rate
             last = now
             if args.json:
-                print(json.dumps({"frame": frames, "time": round(seconds, 4), "faces": [
-                    {**face_json(f), **{k: f[k] for k in ("id", "frame_label", "frame_probability")}}
-                    for f in faces]}), flush=True)
+                faces_json = [face_json(f) for f in faces]
+                print(json.dumps({"frame": frames, "time": round(seconds, 4), "faces": faces_json}), flush=True)
             count_people(ended)
             frames += 1
             if writer or display:
