@@ -889,7 +889,15 @@ def save_plot(history: dict, path: Path, fine_tune_start: int | None) -> None:
         axis.set_xlabel("epoch")
         axis.legend()
         axis.grid(alpha=0.3)
+    save_figure(figure, path)
+
+
+def save_figure(figure, path: Path) -> None:
+    """Write a matplotlib figure to path atomically (a temp file beside it, then rename) and close it."""
+    import matplotlib.pyplot as plt
+
     figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
     temp = temp_path_for(path)
     try:
         figure.savefig(temp, dpi=100)
@@ -1316,15 +1324,7 @@ def save_reliability(log_odds: np.ndarray, labels: np.ndarray, bias: float, path
     for axis in (curve, counts):
         axis.legend()
         axis.grid(alpha=0.3)
-    figure.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temp = temp_path_for(path)
-    try:
-        figure.savefig(temp, dpi=100)
-        os.replace(temp, path)
-    finally:
-        temp.unlink(missing_ok=True)
-        plt.close(figure)
+    save_figure(figure, path)
 
 
 def calibrate(model, sets: list, folders, report_dir: Path, previous_bias: float = 0.0) -> dict:

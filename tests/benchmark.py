@@ -733,13 +733,7 @@ def measure_tracking(args, video, log):
     cv2.setNumThreads(options.threads)
     net = dmv.load_face_detector(options.face)
     classifier = dmv.load_classifier(dmv.find_model(options.model), options.threads)
-    capture, frames = cv2.VideoCapture(str(video)), []
-    while len(frames) < args.frames:
-        ok, frame = capture.read()
-        if not ok:
-            break
-        frames.append(frame)
-    capture.release()
+    frames = read_frames(video, args.frames)
     log(f"tracking: --detect-every {DETECT_EVERY} and 1 side by side, {CHUNK_FRAMES * 3}-frame chunks in turn ...")
     seconds, done = {1: 0.0, DETECT_EVERY: 0.0}, {1: 0, DETECT_EVERY: 0}
     trackers = {every: dmv.Tracker(0.5) for every in seconds}
@@ -769,6 +763,18 @@ def measure_tracking(args, video, log):
                      for turn, (a, st) in live.items()}}
 
 
+def read_frames(video, count):
+    """The first `count` frames of a video file, decoded."""
+    capture, frames = cv2.VideoCapture(str(video)), []
+    while len(frames) < count:
+        ok, frame = capture.read()
+        if not ok:
+            break
+        frames.append(frame)
+    capture.release()
+    return frames
+
+
 DETECTOR_RUNS = {"centerface": ["--face-detector", "centerface"], "res10 640": ["--detect-size", "640"],
                  "res10 300": []}  # (f): the video script's options of each detector run
 
@@ -782,13 +788,7 @@ def measure_detectors(args, video, log):
         runs[name] = (options, dmv.load_face_detector(options.face, options.face_detector))
     cv2.setNumThreads(runs["res10 300"][0].threads)
     classifier = dmv.load_classifier(dmv.find_model(str(args.tflite_model)), runs["res10 300"][0].threads)
-    capture, frames = cv2.VideoCapture(str(video)), []
-    while len(frames) < args.frames:
-        ok, frame = capture.read()
-        if not ok:
-            break
-        frames.append(frame)
-    capture.release()
+    frames = read_frames(video, args.frames)
     log(f"detectors: {', '.join(runs)} side by side, {CHUNK_FRAMES}-frame chunks in turn ...")
     seconds, faces = {name: 0.0 for name in runs}, {name: 0 for name in runs}
     names = list(runs)
