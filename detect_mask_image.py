@@ -76,8 +76,8 @@ CENTERFACE_OUTPUTS = ["537", "538", "539"]  # heatmap, log box size, centre offs
 CENTERFACE_STRIDE = 4  # input pixels per output cell (CenterFace's decoder)
 CENTERFACE_MULTIPLE = 32  # input sides are rounded up to a multiple of this (its downsampling)
 CENTERFACE_CONFIDENCE = 0.5  # CenterFace threshold (tests/RESULTS.md)
-# The classifier's crop of a CenterFace box, framed as res10 frames a face (what the classifier was trained
-# on): centre shift (x, y) and size (w, h), fractions of the box (chosen on the validation scenes: RESULTS.md).
+# The classifier's crop of a CenterFace box (tighter than res10's): centre shift (x, y) and size (w, h) as
+# fractions of the box; 10% larger labelled the validation scenes best (tests/RESULTS.md).
 CENTERFACE_REFRAME = (0.0, 0.0, 1.1, 1.1)
 DEFAULT_FACE_DIR = "face_detector"  # the only --face that falls back to FACE_PACKAGE's copy
 DEFAULT_MODEL = ("mask_detector.tflite", "mask_detector.keras")  # tried in order: current folder, script's
@@ -134,8 +134,8 @@ def add_shared_arguments(parser, detect_sizes):
 
 def with_detector_defaults(args, detect_sizes):
     """args with --confidence and --detect-size, where left out, set to the chosen face detector's defaults."""
-    centerface_default = CENTERFACE_CONFIDENCE if args.face_detector == "centerface" else DEFAULT_CONFIDENCE
-    args.confidence = centerface_default if args.confidence is None else args.confidence
+    default = CENTERFACE_CONFIDENCE if args.face_detector == "centerface" else DEFAULT_CONFIDENCE
+    args.confidence = default if args.confidence is None else args.confidence
     args.detect_size = args.detect_size or list(detect_sizes[args.face_detector])
     return args
 
