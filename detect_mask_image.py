@@ -73,8 +73,7 @@ FACE_DETECTORS = ("res10", "centerface")  # --face-detector: res10 is the 2020 d
 CENTERFACE_ONNX = "centerface.onnx"
 CENTERFACE_SHA256 = "09189deaaf8646c5c51a68447e3c744ea1e211798155d4728c20507b9f5aefbc"
 CENTERFACE_OUTPUTS = ["537", "538", "539"]  # heatmap, log box size, centre offset (the ONNX file's names)
-CENTERFACE_STRIDE = 4  # input pixels per output cell (CenterFace's decoder)
-CENTERFACE_MULTIPLE = 32  # input sides are rounded up to a multiple of this (its downsampling)
+CENTERFACE_STRIDE, CENTERFACE_MULTIPLE = 4, 32  # input px per output cell; input sides rounded up to this
 CENTERFACE_CONFIDENCE = 0.5  # CenterFace threshold (tests/RESULTS.md)
 # The classifier's crop of a CenterFace box (tighter than res10's): centre shift (x, y) and size (w, h) as
 # fractions of the box; 10% larger labelled the validation scenes best (tests/RESULTS.md).
@@ -534,8 +533,7 @@ def touches_edge(box, width, height, margin=EDGE_MARGIN):
 
 
 def mirrored_detections(net, image, confidence):
-    """face_detections of the image, then of its mirror image with the boxes mapped back (res10 finds
-    some faces one way round only)."""
+    """face_detections of the image and of its mirror image, boxes mapped back (res10 is not symmetric)."""
     plain = face_detections(net, image, confidence)
     flipped = face_detections(net, cv2.flip(image, 1), confidence)  # a copy (boolean indexing)
     flipped[:, [1, 3]] = 1 - flipped[:, [3, 1]]
@@ -582,9 +580,8 @@ def detect_faces(frame, net, confidence, sizes, nms, border=0.0,
 def detect_and_classify(frame, net, classifier, confidence, sizes, nms, border=0.0,
                         mask_threshold=DEFAULT_MASK_THRESHOLD, close_up_confidence=DEFAULT_CLOSE_UP_CONFIDENCE,
                         mirror=False, fallback=None):
-    """Find faces in a frame and classify them in one batch (classify_faces). res10 (net a cv2.dnn.Net):
-    detect_faces. CenterFace: find_faces, its crops reframed; where it finds no face, the res10 net
-    `fallback` (if given) looks with detect_faces at res10's default settings (close-ups: tests/RESULTS.md)."""
+    """Faces (res10: detect_faces; CenterFace: find_faces, crops reframed, and where it finds none the res10
+    net `fallback` at res10's defaults: close-ups, tests/RESULTS.md), classified in one batch."""
     frame = to_bgr8(frame)
     if hasattr(net, "detections"):
         faces = drop_contained(find_faces(frame, net, confidence, sizes, nms))
@@ -605,23 +602,19 @@ def add_model_arguments(parser, detect_sizes=DEFAULT_DETECT_SIZES, border=DEFAUL
                         metavar="P", help="when even the border look finds no face, take its most confident "
                         f"face spanning {round(CLOSE_UP_MIN_FACE * 100)}%% of the photo's shorter side from "
                         "this confidence on; 1 = off (default: %(default)s)")
-    parser.add_argument("--mirror", action="store_true", default=mirror,
-                        help="also run the face detector on the mirror image (res10 finds some faces one way "
-                        "round only); twice the detector's time" + (" (the default)" if mirror else ""))
-    parser.add_argument("--no-mirror", dest="mirror", action="store_false",
-                        help="run the face detector on the image as it is only"
-                        + ("" if mirror else " (the default)"))
+    parser.add_argument("--mirror", action=argparse.BooleanOptionalAction, default=mirror, help="also run the "
+                        "face detector on the mirror image (res10 finds some faces one way round only); twice the "
+                        "detector's time (default: %(default)s)")
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(
         prog=Path(__file__).name, description="Detect faces in images and classify each as Mask / No Mask.")
-    parser.add_argument("-i", "--image", required=True, nargs="+", metavar="PATH",
-                        help="image files and/or folders (every image inside, subfolders too, sorted)")
-    parser.add_argument("-o", "--output", metavar="PATH",
-                        help="save the annotated image here (a folder, created, for several images)")
-    parser.add_argument("--json", action="store_true",
-                        help="print one JSON object per image instead of text lines")
+    parser.add_argument("-i", "--image", required=True, nargs="+", metavar="PATH", help="image files and/or "
+                        "folders (every image inside, subfolders too, sorted)")
+    parser.add_argument("-o", "--output", metavar="PATH", help="save the annotated image here (a folder, "
+                        "created, for several images)")
+    parser.add_argument("--json", action="store_true", help="print one JSON object per image, not text lines")
     add_model_arguments(parser)
     return with_detector_defaults(parser.parse_args(argv), DEFAULT_DETECT_SIZES)
 

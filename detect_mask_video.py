@@ -75,8 +75,7 @@ FACE_DETECTORS = ("res10", "centerface")  # --face-detector: res10 is the 2020 d
 CENTERFACE_ONNX = "centerface.onnx"
 CENTERFACE_SHA256 = "09189deaaf8646c5c51a68447e3c744ea1e211798155d4728c20507b9f5aefbc"
 CENTERFACE_OUTPUTS = ["537", "538", "539"]  # heatmap, log box size, centre offset (the ONNX file's names)
-CENTERFACE_STRIDE = 4  # input pixels per output cell (CenterFace's decoder)
-CENTERFACE_MULTIPLE = 32  # input sides are rounded up to a multiple of this (its downsampling)
+CENTERFACE_STRIDE, CENTERFACE_MULTIPLE = 4, 32  # input px per output cell; input sides rounded up to this
 CENTERFACE_CONFIDENCE = 0.5  # CenterFace threshold (tests/RESULTS.md)
 # The classifier's crop of a CenterFace box (tighter than res10's): centre shift (x, y) and size (w, h) as
 # fractions of the box; 10% larger labelled the validation scenes best (tests/RESULTS.md).
@@ -515,8 +514,7 @@ def load_classifier(path, threads=2):
 
 
 def detect_and_classify(frame, net, classifier, confidence, sizes, nms, mask_threshold=DEFAULT_MASK_THRESHOLD):
-    """Find faces in a BGR frame (find_faces, boxes mostly inside a larger one dropped) and classify them in one
-    batch (classify_faces; a CenterFace box's crop reframed)."""
+    """Faces of a BGR frame (find_faces, drop_contained), classified in one batch (CenterFace's crops reframed)."""
     faces = drop_contained(find_faces(frame, net, confidence, sizes, nms))
     framing = CENTERFACE_REFRAME if hasattr(net, "detections") else None
     return classify_faces(frame, faces, classifier, mask_threshold, framing)
@@ -648,19 +646,16 @@ class LatestFrame(threading.Thread):
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(
         prog=Path(__file__).name, description="Detect faces in video and classify each as Mask / No Mask.")
-    parser.add_argument("-i", "--input", default="0", metavar="SRC",
-                        help="camera index (digits), video file or stream URL (default: %(default)s)")
-    parser.add_argument("-o", "--output", metavar="FILE",
-                        help=f"save the annotated video ({' or '.join(FOURCC)})")
-    parser.add_argument("--json", action="store_true",
-                        help="print one JSON object per frame, and one per person when its track ends")
-    parser.add_argument("--detect-every", type=count(1), default=1, metavar="N",
-                        help="run the face detector on every N-th frame; the tracker carries the boxes "
-                             "in between (default: %(default)s)")
+    parser.add_argument("-i", "--input", default="0", metavar="SRC", help="camera index (digits), video file or "
+                        "stream URL (default: %(default)s)")
+    parser.add_argument("-o", "--output", metavar="FILE", help=f"save the annotated video ({' or '.join(FOURCC)})")
+    parser.add_argument("--json", action="store_true", help="print one JSON object per frame, and one per "
+                        "person when its track ends")
+    parser.add_argument("--detect-every", type=count(1), default=1, metavar="N", help="run the face detector on "
+                        "every N-th frame; the tracker carries the boxes in between (default: %(default)s)")
     parser.add_argument("--max-frames", type=count(1), metavar="N", help="stop after N frames")
-    parser.add_argument("--max-failures", type=count(0), default=DEFAULT_MAX_FAILURES, metavar="N",
-                        help="consecutive failed reads tolerated from a camera or stream "
-                             "(default: %(default)s); a file just ends")
+    parser.add_argument("--max-failures", type=count(0), default=DEFAULT_MAX_FAILURES, metavar="N", help="failed "
+                        "reads in a row tolerated from a camera or stream (default: %(default)s); files just end")
     add_shared_arguments(parser, DEFAULT_DETECT_SIZES)
     return with_detector_defaults(parser.parse_args(argv), DEFAULT_DETECT_SIZES)
 
@@ -708,8 +703,7 @@ class Output:
     """Annotated video written to a temp file beside the target; renamed by close()."""
 
     def __init__(self, path, fps):
-        self.path, self.fps = path, fps
-        self.temp, self.writer, self.size, self.frames = None, None, None, 0
+        self.path, self.fps, self.temp, self.writer, self.size, self.frames = path, fps, None, None, None, 0
 
     def write(self, frame):
         if self.writer is None:
@@ -744,8 +738,7 @@ def draw(frame, faces, fps):
 
 def process(args, capture, live, net, classifier, output, display):
     """The frame loop; returns the exit status. Writes the output also on q and Ctrl-C."""
-    source_fps = capture.get(cv2.CAP_PROP_FPS)
-    source_fps = source_fps if 0 < source_fps < 1000 else 0.0
+    source_fps = fps if 0 < (fps := capture.get(cv2.CAP_PROP_FPS)) < 1000 else 0.0
     writer = Output(output, source_fps or DEFAULT_OUTPUT_FPS) if output else None
     source = LatestFrame(capture, args.max_failures) if live else capture
     tracker = Tracker(args.mask_threshold)
