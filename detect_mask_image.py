@@ -680,14 +680,12 @@ def read_image(path):
         raise UsageError(f"{path}: empty file (0 bytes); pass a JPEG, PNG, TIFF or similar image")
     head = data[:8].tobytes()
     kind = "JPEG" if head.startswith(b"\xff\xd8\xff") else "PNG" if head == b"\x89PNG\r\n\x1a\n" else None
-    # A PNG cut short (no IEND chunk) never reaches libpng, which would print a line of its own.
-    cut_png = kind == "PNG" and b"IEND" not in data[-65536:].tobytes()
+    cut_png = kind == "PNG" and b"IEND" not in data[-65536:].tobytes()  # kept from libpng, which would print
     image = None if cut_png else cv2.imdecode(data, IMREAD_FLAGS)
-    if image is None and kind:
-        raise UsageError(f"{path}: {kind} file that cannot be decoded (truncated or damaged); "
-                         "re-save or re-download it")
     if image is None:
-        raise UsageError(f"{path}: not an image OpenCV can decode; pass a JPEG, PNG, TIFF or similar file")
+        raise UsageError(f"{path}: " + (f"{kind} file that cannot be decoded (truncated or damaged); re-save or "
+                         "re-download it" if kind else "not an image OpenCV can decode; pass a JPEG, PNG, TIFF or "
+                         "similar file"))
     try:
         return to_bgr8(image)
     except UsageError as exc:
@@ -709,11 +707,9 @@ def write_image(path, image):
 
 def describe(path, faces):
     """Human-readable lines, one per face."""
-    if not faces:
-        return [f"{path}: no faces found"]
     return [f"{path}: face {n} at ({x1}, {y1}, {x2}, {y2}) {face['label']} "
             f"{face['probability'] * 100:.2f}% (face confidence {face['confidence']:.2f})"
-            for n, face in enumerate(faces, 1) for x1, y1, x2, y2 in [face["box"]]]
+            for n, face in enumerate(faces, 1) for x1, y1, x2, y2 in [face["box"]]] or [f"{path}: no faces found"]
 
 
 def run(args):
@@ -736,10 +732,8 @@ def run(args):
         faces = detect_and_classify(frame, net, classifier, args.confidence, args.detect_size, args.nms,
                                     args.border, args.mask_threshold, args.close_up_confidence, args.mirror,
                                     fallback)
-        if args.json:
-            print(json.dumps({"image": str(path), "faces": [face_json(f) for f in faces]}), flush=True)
-        else:
-            print("\n".join(describe(path, faces)), flush=True)
+        print(json.dumps({"image": str(path), "faces": [face_json(f) for f in faces]}) if args.json
+              else "\n".join(describe(path, faces)), flush=True)
         if output or display:
             draw_faces(frame, faces)
         if output:
