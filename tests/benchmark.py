@@ -49,6 +49,7 @@ import json
 import os
 import platform
 import resource
+import signal
 import statistics
 import subprocess
 import sys
@@ -83,12 +84,14 @@ READY_MARK, CHUNK_MARK = "BENCH_READY", "BENCH_CHUNK "
 CHUNK_FRAMES = 10  # frames each video loop runs before the other takes its turn
 # The 2020 tutorial's constants.
 REF_WIDTH, REF_SSD_SIZE, REF_MEAN, REF_CONFIDENCE = 400, 300, (104.0, 177.0, 123.0), 0.5
-TARGETS = {"fps_ratio": 4.0, "classifier_ms": 5.0, "image_tflite_s": 2.0, "detect_every_ratio": 2.0}
+TARGETS = {"fps_ratio": 4.0, "classifier_ms": 5.0, "image_tflite_s": 2.0, "detect_every_ratio": 2.0,
+           "long_run_growth_mib": 50}
 DETECT_EVERY = 3  # --detect-every timed against 1
 CAMERA_FPS = 30.0  # the simulated live camera: faster than the pipeline on this machine
 CAMERA_BUFFER = 4  # frames a camera driver queues for a reader that falls behind (V4L2's usual count)
 LIVE_FRAMES = 60  # frames processed by each live loop per turn
 STAGES = ("decode", "detect", "classify", "draw")
+LONG_RUN_SAMPLE_S = 60  # the long run samples the video script's RSS this often (a "minute")
 
 
 # ---- pure functions ----------------------------------------------------------------------------
@@ -255,6 +258,11 @@ def parse_args(argv=None):
     parser.add_argument("--json", type=Path, metavar="FILE", help="also write all results here as JSON")
     parser.add_argument("--tracking-only", action="store_true", help="only (e): --detect-every and live latency")
     parser.add_argument("--detectors-only", action="store_true", help="only (f): CenterFace against res10")
+    parser.add_argument("--long-run", type=int, metavar="MIN", help="only (h): the video script on a live 640x480 "
+                        "MJPEG stream (a local server looping over --frames frames) for MIN minutes, its RSS each "
+                        "minute; target: the end within 50 MiB of minute 2")
+    parser.add_argument("--long-run-options", nargs=argparse.REMAINDER, default=[], metavar="...",
+                        help="with --long-run: more options for detect_mask_video.py (last on the line)")
     # Internal: one measurement in a child process.
     parser.add_argument("--child", choices=("reference", "pipeline", "keras", "tflite"), help=argparse.SUPPRESS)
     parser.add_argument("--video", type=Path, help=argparse.SUPPRESS)
@@ -310,16 +318,12 @@ def background(width, height, seed=0):
     return np.clip(image, 0, 255).astype(np.uint8)
 
 
-def make_video(path, tiles, frames, width, height):
-    """Write the test video (mp4v); returns the number of faces pasted in each frame."""
+def video_frames(tiles, frames, width, height):
+    """The test video's frames: (frame, number of faces pasted in it)."""
     side = max(32, int(min(width, height) * TILE_FRACTION))
     side = min(side, width // MAX_SLOTS)
     tiles = [cv2.resize(t, (side, side), interpolation=cv2.INTER_AREA) for t in tiles]
     base = background(width, height)
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), VIDEO_FPS, (width, height))
-    if not writer.isOpened():
-        raise RuntimeError(f"{path}: OpenCV cannot write mp4v video")
-    counts = []
     for t in range(frames):
         frame = base.copy()
         slots = visible_slots(t)
@@ -327,8 +331,18 @@ def make_video(path, tiles, frames, width, height):
             tile = tiles[(slot + MAX_SLOTS * (t // FACE_SWAP_FRAMES)) % len(tiles)]
             x, y = slot_position(slot, t, width, height, side)
             frame[y:y + side, x:x + side] = tile
+        yield frame, len(slots)
+
+
+def make_video(path, tiles, frames, width, height):
+    """Write the test video (mp4v); returns the number of faces pasted in each frame."""
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), VIDEO_FPS, (width, height))
+    if not writer.isOpened():
+        raise RuntimeError(f"{path}: OpenCV cannot write mp4v video")
+    counts = []
+    for frame, count in video_frames(tiles, frames, width, height):
         writer.write(frame)
-        counts.append(len(slots))
+        counts.append(count)
     writer.release()
     return counts
 
@@ -829,6 +843,96 @@ def tracking_lines(tracking):
     return lines
 
 
+# ---- (g) memory: many photo sizes, a phone photo, a long live run -----------------------------------
+
+class MjpegStream:
+    """A local HTTP MJPEG stream (multipart/x-mixed-replace, as IP cameras serve), looping over JPEG frames at
+    VIDEO_FPS in real time, one client at a time; the video script reads it as a live source."""
+
+    def __init__(self, jpegs):
+        import http.server
+        import threading
+        self.jpegs = jpegs
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(handler):  # noqa: N805 - the handler's own self
+                handler.send_response(200)
+                handler.send_header("Content-Type", "multipart/x-mixed-replace; boundary=frame")
+                handler.end_headers()
+                start, sent = time.perf_counter(), 0
+                try:
+                    while True:
+                        jpeg = self.jpegs[sent % len(self.jpegs)]
+                        handler.wfile.write(b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: %d\r\n\r\n"
+                                            % len(jpeg) + jpeg + b"\r\n")
+                        sent += 1
+                        time.sleep(max(0.0, start + sent / VIDEO_FPS - time.perf_counter()))
+                except (BrokenPipeError, ConnectionResetError):
+                    pass
+
+            def log_message(handler, *args):  # noqa: N805
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/stream.mjpg"
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def rss_mib(pid):
+    """Resident memory of a process now (VmRSS), MiB; None once it has ended."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024.0
+    except OSError:
+        return None
+    return None
+
+
+def measure_long_run(args, log):
+    """detect_mask_video.py --json on a live 640x480 MJPEG stream for --long-run minutes; its RSS each minute."""
+    tiles, _ = face_tiles_and_batch()
+    jpegs = [cv2.imencode(".jpg", frame)[1].tobytes()
+             for frame, _ in video_frames(tiles, args.frames, DEFAULT_WIDTH, DEFAULT_HEIGHT)]
+    stream = MjpegStream(jpegs)
+    command = [sys.executable, str(REPO / "detect_mask_video.py"), "-i", stream.url, "--no-display", "--json",
+               "-m", str(args.tflite_model), *args.long_run_options]
+    log(f"long run: {' '.join(command[1:])} for {args.long_run} min (RSS sampled every minute) ...")
+    child = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=child_env())
+    start, samples = time.perf_counter(), []
+    try:
+        for minute in range(1, args.long_run + 1):
+            time.sleep(max(0.0, start + LONG_RUN_SAMPLE_S * minute - time.perf_counter()))
+            samples.append(rss_mib(child.pid))
+            log(f"  minute {minute}: RSS {samples[-1]} MiB")
+            if samples[-1] is None:
+                break
+    finally:
+        child.send_signal(signal.SIGINT)
+        _, stderr = child.communicate(timeout=60)
+        stream.close()
+    summary = next((line for line in stderr.splitlines() if line.startswith("summary:")), stderr.strip()[-300:])
+    if None in samples or len(samples) < 2:
+        raise RuntimeError(f"long run: the video script ended early (exit {child.returncode}): {summary}")
+    return {"command": " ".join(command[1:]), "minutes": args.long_run, "rss_mib": samples,
+            "growth_mib": samples[-1] - samples[1], "summary": summary}
+
+
+def long_run_lines(result):
+    samples = result["rss_mib"]
+    met = result["growth_mib"] <= TARGETS["long_run_growth_mib"]
+    return [f"long run: {result['command']}",
+            f"  RSS each minute (MiB): {' '.join(f'{v:.0f}' for v in samples)}",
+            f"  minute 2: {samples[1]:.1f} MiB, end (minute {len(samples)}): {samples[-1]:.1f} MiB, growth "
+            f"{result['growth_mib']:+.1f} MiB (target <= {TARGETS['long_run_growth_mib']} MiB: "
+            f"{'met' if met else 'NOT met'})", f"  {result['summary']}"]
+
+
 def measure(args, workdir, log):
     """Everything, in one run; returns the results dict."""
     load_before = os.getloadavg()[0]
@@ -914,6 +1018,16 @@ def main(argv=None):
     def log(text):
         print(text, file=sys.stderr, flush=True)
 
+    if args.long_run:
+        try:
+            result = measure_long_run(args, log)
+        except (RuntimeError, subprocess.TimeoutExpired) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+        print("\n".join(long_run_lines(result)))
+        if args.json:
+            args.json.write_text(json.dumps(result, indent=2) + "\n")
+        return 0 if result["growth_mib"] <= TARGETS["long_run_growth_mib"] else 1
     try:
         with tempfile.TemporaryDirectory(prefix="mask-bench-") as workdir:
             results = measure(args, Path(workdir), log)
