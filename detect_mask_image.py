@@ -13,7 +13,8 @@ MobileNetV2 mask classifier, labelled by its own argmax (-m: .tflite or .keras; 
 converted once with train_mask_detector.py --convert). Prints one line per face (or with --json one JSON
 object per image), shows the annotated image where a display exists, and with -o saves it (a folder when
 several images are given). Exit status: 0 ok, 2 bad arguments or inputs (the other images are still
-processed), 1 any other failure.
+processed), 1 any other failure. Over several images, a progress bar (done/total, photos per second, time
+left) shows on stderr when it is a terminal, never in a pipe or a log.
 """
 import argparse
 import contextlib
@@ -30,6 +31,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 from imutils import paths
+from tqdm import tqdm
 
 # res10: its own 300, then larger inputs for small faces; CenterFace: the photo's own size (tests/RESULTS.md).
 DEFAULT_DETECT_SIZES = {"res10": (300, 600, 900), "centerface": (0,)}
@@ -730,18 +732,22 @@ def run(args):
     classifier = load_classifier(find_model(args.model), args.threads)
     display = not args.no_display and has_display()
     failed = 0
-    for path, output in zip(images, outputs):
+    progress = tqdm(zip(images, outputs), total=len(images), unit="photo",
+                    disable=len(images) < 2 or not sys.stderr.isatty())
+    for path, output in progress:
         try:
             frame = read_image(path)
         except UsageError as exc:
-            print(f"error: {exc}", file=sys.stderr)
+            with tqdm.external_write_mode(sys.stderr):  # the bar cleared for the line
+                print(f"error: {exc}", file=sys.stderr)
             failed += 1
             continue
         faces = detect_and_classify(frame, net, classifier, args.confidence, args.detect_size, args.nms,
                                     args.border, args.mask_threshold, args.close_up_confidence, args.mirror,
                                     fallback)
-        print(json.dumps({"image": str(path), "faces": [face_json(f) for f in faces]}) if args.json
-              else "\n".join(describe(path, faces)), flush=True)
+        with tqdm.external_write_mode():
+            print(json.dumps({"image": str(path), "faces": [face_json(f) for f in faces]}) if args.json
+                  else "\n".join(describe(path, faces)), flush=True)
         if output or display:
             draw_faces(frame, faces)
         if output:
@@ -750,6 +756,7 @@ def run(args):
             cv2.imshow(WINDOW, frame)
             if cv2.waitKey(0) & 0xFF in (ord("q"), 27):
                 break
+    progress.close()
     if display:
         cv2.destroyAllWindows()
     return 2 if failed else 0
