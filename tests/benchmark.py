@@ -85,12 +85,16 @@ CHUNK_FRAMES = 10  # frames each video loop runs before the other takes its turn
 # The 2020 tutorial's constants.
 REF_WIDTH, REF_SSD_SIZE, REF_MEAN, REF_CONFIDENCE = 400, 300, (104.0, 177.0, 123.0), 0.5
 TARGETS = {"fps_ratio": 4.0, "classifier_ms": 5.0, "image_tflite_s": 2.0, "detect_every_ratio": 2.0,
-           "long_run_growth_mib": 50}
+           "long_run_growth_mib": 50, "memory_growth_mib": 150, "memory_peak_mib": 1536,
+           "phone_centerface": (800, 5.0), "phone_res10": (800, 4.0)}
 DETECT_EVERY = 3  # --detect-every timed against 1
 CAMERA_FPS = 30.0  # the simulated live camera: faster than the pipeline on this machine
 CAMERA_BUFFER = 4  # frames a camera driver queues for a reader that falls behind (V4L2's usual count)
 LIVE_FRAMES = 60  # frames processed by each live loop per turn
 STAGES = ("decode", "detect", "classify", "draw")
+SCENES = REPO.parent / "shared" / "validation" / "scenes"  # --memory's photos: these resized
+MEMORY_PHOTOS, MEMORY_FEW = 80, 10  # --memory: photos (and frame sizes) of distinct sizes, and the baseline's
+PHONE_SIZE = (4032, 3024)  # a 12 MP phone photo
 LONG_RUN_SAMPLE_S = 60  # the long run samples the video script's RSS this often (a "minute")
 
 
@@ -258,13 +262,19 @@ def parse_args(argv=None):
     parser.add_argument("--json", type=Path, metavar="FILE", help="also write all results here as JSON")
     parser.add_argument("--tracking-only", action="store_true", help="only (e): --detect-every and live latency")
     parser.add_argument("--detectors-only", action="store_true", help="only (f): CenterFace against res10")
+    parser.add_argument("--memory", action="store_true", help="only (g): peak memory on 80 photos of 80 sizes "
+                        "against 10 (both detectors), the video loop on changing frame sizes, a 4032x3024 photo")
     parser.add_argument("--long-run", type=int, metavar="MIN", help="only (h): the video script on a live 640x480 "
                         "MJPEG stream (a local server looping over --frames frames) for MIN minutes, its RSS each "
                         "minute; target: the end within 50 MiB of minute 2")
     parser.add_argument("--long-run-options", nargs=argparse.REMAINDER, default=[], metavar="...",
                         help="with --long-run: more options for detect_mask_video.py (last on the line)")
     # Internal: one measurement in a child process.
-    parser.add_argument("--child", choices=("reference", "pipeline", "keras", "tflite"), help=argparse.SUPPRESS)
+    parser.add_argument("--child", choices=("reference", "pipeline", "keras", "tflite", "video_sizes"),
+                        help=argparse.SUPPRESS)
+    parser.add_argument("--detector", default="res10", help=argparse.SUPPRESS)
+    parser.add_argument("--sizes", type=int, default=MEMORY_PHOTOS, help=argparse.SUPPRESS)
+    parser.add_argument("--sizes-rounds", type=int, default=2, help=argparse.SUPPRESS)
     parser.add_argument("--video", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--faces", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--variant", action="append", default=[], help=argparse.SUPPRESS)
@@ -560,7 +570,7 @@ def child_tflite(args):
 
 
 CHILDREN = {"reference": child_reference, "pipeline": child_pipeline, "keras": child_keras,
-            "tflite": child_tflite}
+            "tflite": child_tflite, "video_sizes": lambda args: child_video_sizes(args)}
 VIDEO_KINDS = ("reference", "pipeline")
 
 
@@ -923,6 +933,124 @@ def measure_long_run(args, log):
             "growth_mib": samples[-1] - samples[1], "summary": summary}
 
 
+def memory_photos(folder, count, widths, source=SCENES):
+    """count photos of the validation scenes, photo n resized to widths[n] px wide (JPEG, in folder)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    images = sorted((source / "images").glob("*.png"))[:count]
+    for n, path in enumerate(images):
+        image = cv2.imread(str(path))
+        width = widths[n]
+        cv2.imwrite(str(folder / f"{n:03d}_{width}.jpg"),
+                    cv2.resize(image, (width, round(image.shape[0] * width / image.shape[1])),
+                               interpolation=cv2.INTER_AREA if width < image.shape[1] else cv2.INTER_CUBIC))
+    return folder
+
+
+def peak_and_seconds(command):
+    """(peak RSS MiB, seconds) of command, process start to exit, in a fresh wrapper process (whose
+    RUSAGE_CHILDREN high-water mark is this command's alone)."""
+    wrapper = ("import resource, subprocess, sys, time; start = time.perf_counter(); "
+               "code = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE).returncode; "
+               "seconds = time.perf_counter() - start; "
+               "print(code, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024.0, seconds)")
+    done = subprocess.run([sys.executable, "-c", wrapper, *command], capture_output=True, text=True, cwd=REPO,
+                          env=child_env(), timeout=CHILD_TIMEOUT_S)
+    code, peak, seconds = done.stdout.split()
+    if code != "0":
+        raise RuntimeError(f"{' '.join(command)}: exit {code}")
+    return float(peak), float(seconds)
+
+
+def child_video_sizes(args):
+    """(g) detect_mask_video.py's frame loop (process()) fed frames whose size changes every few frames (OpenCV's
+    FFmpeg capture scales a stream to its first size, so a file cannot do this): --sizes sizes in turn."""
+    import detect_mask_video as dmv
+    options = dmv.parse_args(["--no-display", "--json", "--face-detector", args.detector, "-m",
+                              str(args.tflite_model)])
+    tiles, _ = face_tiles_and_batch()
+    frames = [frame for frame, _ in video_frames(tiles, 20, DEFAULT_WIDTH, DEFAULT_HEIGHT)]
+
+    class SizeChangingCapture:
+        """Frames of the test video, each size for 5 frames, the sizes in turn (widths 320-1031 px, 4:3)."""
+        def __init__(self):
+            self.count = 0
+
+        def read(self):
+            if self.count == 5 * args.sizes * args.sizes_rounds:
+                return False, None
+            width = 320 + (self.count // 5) % args.sizes * 9
+            self.count += 1
+            return True, cv2.resize(frames[self.count % len(frames)], (width, width * 3 // 4))
+
+        def get(self, prop):
+            return VIDEO_FPS
+
+    net = dmv.load_face_detector(name=args.detector)
+    classifier = dmv.load_classifier(dmv.find_model(str(args.tflite_model)))
+    with open(os.devnull, "w") as devnull:
+        saved, sys.stdout = sys.stdout, devnull
+        start = time.perf_counter()
+        dmv.process(options, SizeChangingCapture(), False, net, classifier, None, False)
+        seconds = time.perf_counter() - start
+        sys.stdout = saved
+    return {"peak_rss_mib": peak_rss_mib(), "seconds": seconds}
+
+
+def measure_memory(args, workdir, log):
+    """(g): peak RSS of a fresh process on 80 photos of 80 sizes against 10 of them, per detector; the video loop on
+    80 frame sizes against 10; a 4032x3024 photo (process start to exit, --repeat runs)."""
+    widths = [320 + 9 * n for n in range(MEMORY_PHOTOS)]  # 320 to 1031 px wide
+    many = memory_photos(workdir / "many", MEMORY_PHOTOS, widths)
+    few = memory_photos(workdir / "few", MEMORY_FEW, widths)
+    phone = workdir / "phone.jpg"
+    image = cv2.imread(str(sorted((SCENES / "images").glob("*.png"))[0]))
+    cv2.imwrite(str(phone), cv2.resize(image, PHONE_SIZE, interpolation=cv2.INTER_CUBIC))
+    script = [sys.executable, str(REPO / "detect_mask_image.py"), "--no-display", "--json", "-m",
+              str(args.tflite_model)]
+    results = {"photos": {}, "video": {}, "phone": {}}
+    for detector in ("centerface", "res10"):
+        row = results["photos"][detector] = {}
+        for name, folder in (("few", few), ("many", many)):
+            log(f"memory: {detector} on {len(list(folder.iterdir()))} photos ...")
+            row[name] = peak_and_seconds([*script, "--face-detector", detector, "-i", str(folder)])
+        row = results["video"][detector] = {}
+        for name, sizes in (("few", MEMORY_FEW), ("many", MEMORY_PHOTOS)):
+            log(f"memory: the video loop, {detector}, {sizes} frame sizes ...")
+            row[name] = run_child("video_sizes", args, "--detector", detector, "--sizes", str(sizes))
+        runs = []
+        for _ in range(args.repeat):
+            log(f"memory: {detector} on a {PHONE_SIZE[0]}x{PHONE_SIZE[1]} photo ...")
+            runs.append(peak_and_seconds([*script, "--face-detector", detector, "-i", str(phone)]))
+        results["phone"][detector] = {"peak_rss_mib": max(p for p, _ in runs), "runs_s": [s for _, s in runs],
+                                      "median_s": median([s for _, s in runs])}
+    return results
+
+
+def memory_lines(results):
+    lines = ["peak RSS (MiB), fresh process each: 10 photos/sizes -> 80 (growth; target <= 150, peak <= 1536)"]
+    met = True
+    for detector, row in results["photos"].items():
+        (few, few_s), (many, many_s) = row["few"], row["many"]
+        ok = many - few <= TARGETS["memory_growth_mib"] and many <= TARGETS["memory_peak_mib"]
+        met &= ok
+        lines.append(f"  detect_mask_image.py --face-detector {detector}: {few:.0f} ({few_s:.1f} s) -> {many:.0f} "
+                     f"({many_s:.1f} s), growth {many - few:+.0f} ({'met' if ok else 'NOT met'})")
+    for detector, row in results["video"].items():
+        few, many = row["few"]["peak_rss_mib"], row["many"]["peak_rss_mib"]
+        ok = many - few <= TARGETS["memory_growth_mib"] and many <= TARGETS["memory_peak_mib"]
+        met &= ok
+        lines.append(f"  detect_mask_video.py loop, {detector}, frame size changing: {few:.0f} -> {many:.0f}, growth "
+                     f"{many - few:+.0f} ({'met' if ok else 'NOT met'})")
+    for detector, row in results["phone"].items():
+        peak_target, seconds_target = TARGETS["phone_" + detector]
+        ok = row["peak_rss_mib"] <= peak_target and row["median_s"] <= seconds_target
+        met &= ok
+        lines.append(f"  {PHONE_SIZE[0]}x{PHONE_SIZE[1]} photo, {detector} defaults: peak {row['peak_rss_mib']:.0f} "
+                     f"MiB, {row['median_s']:.2f} s median of {' '.join(f'{s:.2f}' for s in row['runs_s'])} "
+                     f"(target <= {peak_target} MiB, <= {seconds_target} s: {'met' if ok else 'NOT met'})")
+    return lines, met
+
+
 def long_run_lines(result):
     samples = result["rss_mib"]
     met = result["growth_mib"] <= TARGETS["long_run_growth_mib"]
@@ -1018,6 +1146,18 @@ def main(argv=None):
     def log(text):
         print(text, file=sys.stderr, flush=True)
 
+    if args.memory:
+        try:
+            with tempfile.TemporaryDirectory(prefix="mask-bench-") as workdir:
+                results = measure_memory(args, Path(workdir), log)
+        except (RuntimeError, subprocess.TimeoutExpired) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+        lines, met = memory_lines(results)
+        print("\n".join(lines))
+        if args.json:
+            args.json.write_text(json.dumps(results, indent=2) + "\n")
+        return 0 if met else 1
     if args.long_run:
         try:
             result = measure_long_run(args, log)
