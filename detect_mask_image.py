@@ -562,8 +562,10 @@ def detect_faces(frame, net, confidence, sizes, nms, border=0.0,
         # The look sees the framed photo at its inputs' sizes at most: a large photo is shrunk first, not framed
         # whole (a 12 MP photo framed costs 0.8 s and 105 MB: tests/RESULTS.md).
         side = max(width, height) * (1 + 2 * border)
-        scale = min(1.0, max(max(scaled_size(side, side, size)) for size in sizes) / side)
-        small = frame if scale == 1 else cv2.resize(frame, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+        longest = max(1, round(max(max(scaled_size(side, side, size)) for size in sizes) / (1 + 2 * border)))
+        small = frame if longest >= max(width, height) else cv2.resize(
+            frame, scaled_size(width, height, longest), interpolation=cv2.INTER_AREA)
+        scale_x, scale_y = small.shape[1] / width, small.shape[0] / height
         pad = int(round(border * max(small.shape[:2])))
         framed = cv2.copyMakeBorder(small, pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=(0, 0, 0))
         smallest = min(sizes, key=lambda size: scaled_size(framed.shape[1], framed.shape[0], size))
@@ -572,7 +574,8 @@ def detect_faces(frame, net, confidence, sizes, nms, border=0.0,
         more, weak = [], []
         for (x1, y1, x2, y2), score in find_faces(framed, net, lowest, sizes if not faces else [smallest], nms,
                                                   detect):
-            box = clip_box([(v - pad) / scale for v in (x1, y1, x2, y2)], width, height)
+            box = clip_box(((x1 - pad) / scale_x, (y1 - pad) / scale_y, (x2 - pad) / scale_x, (y2 - pad) / scale_y),
+                           width, height)
             if not box:
                 continue
             span = max(box[2] - box[0], box[3] - box[1])
