@@ -913,7 +913,9 @@ def measure_long_run(args, log):
     command = [sys.executable, str(REPO / "detect_mask_video.py"), "-i", stream.url, "--no-display", "--json",
                "-m", str(args.tflite_model), *args.long_run_options]
     log(f"long run: {' '.join(command[1:])} for {args.long_run} min (RSS sampled every minute) ...")
-    child = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=child_env())
+    # SIGINT as a user's Ctrl-C (a shell's background job would pass it on ignored).
+    child = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=child_env(),
+                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     start, samples = time.perf_counter(), []
     try:
         for minute in range(1, args.long_run + 1):
@@ -924,7 +926,11 @@ def measure_long_run(args, log):
                 break
     finally:
         child.send_signal(signal.SIGINT)
-        _, stderr = child.communicate(timeout=60)
+        try:
+            _, stderr = child.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            _, stderr = child.communicate()
         stream.close()
     summary = next((line for line in stderr.splitlines() if line.startswith("summary:")), stderr.strip()[-300:])
     if None in samples or len(samples) < 2:
