@@ -13,8 +13,7 @@ MobileNetV2 mask classifier, labelled by its own argmax (-m: .tflite or .keras; 
 converted once with train_mask_detector.py --convert). Prints one line per face (or with --json one JSON
 object per image), shows the annotated image where a display exists, and with -o saves it (a folder when
 several images are given). Exit status: 0 ok, 2 bad arguments or inputs (the other images are still
-processed), 1 any other failure. Over several images, a progress bar (done/total, photos per second, time
-left) shows on stderr when it is a terminal, never in a pipe or a log.
+processed), 1 any other failure. Several images: a progress bar on stderr if it is a terminal (not in logs).
 """
 import argparse
 import contextlib
@@ -559,8 +558,7 @@ def detect_faces(frame, net, confidence, sizes, nms, border=0.0,
     faces = find_faces(frame, net, confidence, sizes, nms, detect)
     height, width = frame.shape[:2]
     if border > 0 and (not faces or any(touches_edge(box, width, height) for box, _ in faces)):
-        # The look sees the framed photo at its inputs' sizes at most: a large photo is shrunk first, not framed
-        # whole (a 12 MP photo framed costs 0.8 s and 105 MB: tests/RESULTS.md).
+        # A large photo is shrunk to the look's largest input first, not framed whole (12 MP: 0.8 s, 105 MB).
         side = max(width, height) * (1 + 2 * border)
         longest = max(1, round(max(max(scaled_size(side, side, size)) for size in sizes) / (1 + 2 * border)))
         small = frame if longest >= max(width, height) else cv2.resize(
@@ -741,8 +739,7 @@ def run(args):
         try:
             frame = read_image(path)
         except UsageError as exc:
-            with tqdm.external_write_mode(sys.stderr):  # the bar cleared for the line
-                print(f"error: {exc}", file=sys.stderr)
+            tqdm.write(f"error: {exc}", file=sys.stderr)  # the bar cleared for the line
             failed += 1
             continue
         faces = detect_and_classify(frame, net, classifier, args.confidence, args.detect_size, args.nms,
