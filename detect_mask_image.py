@@ -32,7 +32,7 @@ import numpy as np
 from imutils import paths
 from tqdm import tqdm
 
-# res10: its own 300, then larger inputs for small faces; CenterFace: the photo's own size (tests/RESULTS.md).
+# res10: its own 300, then larger inputs for small faces; CenterFace: the photo's own size, capped (tests/RESULTS.md).
 DEFAULT_DETECT_SIZES = {"res10": (300, 600, 900), "centerface": (0,)}
 DEFAULT_MIRROR = True  # the mirror pass finds more faces for twice the detector's time (tests/RESULTS.md)
 DEFAULT_BORDER = 0.3  # close-ups: the border look's frame, a fraction of the longer side (tests/RESULTS.md)

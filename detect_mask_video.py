@@ -32,7 +32,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-# One pass: res10 at its training size keeps live video fast; CenterFace at the frame's own size.
+# One pass: res10 at its training size keeps live video fast; CenterFace at the frame's own size, capped.
 DEFAULT_DETECT_SIZES = {"res10": (300,), "centerface": (0,)}
 # Output codec by extension: mp4v (MPEG-4 Part 2) and MJPG ship with opencv-python's FFmpeg.
 FOURCC = {".mp4": "mp4v", ".avi": "MJPG"}

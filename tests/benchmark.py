@@ -32,6 +32,11 @@ crops of matplotlib's grace_hopper.jpg, skimage's astronaut and examples/*.jpg):
 (f) face detectors: the pipeline's detect_and_classify per frame with CenterFace at the frame's own size
     (--face-detector centerface, its default) and with res10 at --detect-size 640 and at its default 300,
     chunks in turn (the order rotates); --detectors-only runs just this part.
+(g) --memory only: peak RSS (a fresh process each) of detect_mask_image.py on 80 photos of 80 sizes
+    (validation scenes resized to 320-1031 px wide) against 10 of them, both face detectors; of the video
+    script's frame loop fed 80 frame sizes against 10; a 4032x3024 photo, process start to exit.
+(h) --long-run MIN only: detect_mask_video.py --json on a live 640x480 MJPEG stream from a local HTTP
+    server for MIN minutes, its RSS each minute (the end against minute 2).
 
 Each video loop, and each classifier family, runs in its own subprocess so that the peak
 memory (RSS high-water mark, getrusage in the child) of one does not mix with another.
