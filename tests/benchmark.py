@@ -279,7 +279,7 @@ def parse_args(argv=None):
                         help=argparse.SUPPRESS)
     parser.add_argument("--detector", default="res10", help=argparse.SUPPRESS)
     parser.add_argument("--sizes", type=int, default=MEMORY_PHOTOS, help=argparse.SUPPRESS)
-    parser.add_argument("--sizes-rounds", type=int, default=2, help=argparse.SUPPRESS)
+    parser.add_argument("--sizes-rounds", type=int, default=1, help=argparse.SUPPRESS)
     parser.add_argument("--video", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--faces", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--variant", action="append", default=[], help=argparse.SUPPRESS)
@@ -982,14 +982,14 @@ def child_video_sizes(args):
     frames = [frame for frame, _ in video_frames(tiles, 20, DEFAULT_WIDTH, DEFAULT_HEIGHT)]
 
     class SizeChangingCapture:
-        """Frames of the test video, each size for 5 frames, the sizes in turn (widths 320-1031 px, 4:3)."""
+        """Frames of the test video, each size for 2 frames, the sizes in turn (widths 320-1031 px, 4:3)."""
         def __init__(self):
             self.count = 0
 
         def read(self):
-            if self.count == 5 * args.sizes * args.sizes_rounds:
+            if self.count == 2 * args.sizes * args.sizes_rounds:
                 return False, None
-            width = 320 + (self.count // 5) % args.sizes * 9
+            width = 320 + (self.count // 2) % args.sizes * 9
             self.count += 1
             return True, cv2.resize(frames[self.count % len(frames)], (width, width * 3 // 4))
 
@@ -1024,14 +1024,17 @@ def measure_memory(args, workdir, log):
         for name, folder in (("few", few), ("many", many)):
             log(f"memory: {detector} on {len(list(folder.iterdir()))} photos ...")
             row[name] = peak_and_seconds([*script, "--face-detector", detector, "-i", str(folder)])
+            log(f"  peak {row[name][0]:.0f} MiB, {row[name][1]:.1f} s")
         row = results["video"][detector] = {}
         for name, sizes in (("few", MEMORY_FEW), ("many", MEMORY_PHOTOS)):
             log(f"memory: the video loop, {detector}, {sizes} frame sizes ...")
             row[name] = run_child("video_sizes", args, "--detector", detector, "--sizes", str(sizes))
+            log(f"  peak {row[name]['peak_rss_mib']:.0f} MiB, {row[name]['seconds']:.1f} s")
         runs = []
         for _ in range(args.repeat):
             log(f"memory: {detector} on a {PHONE_SIZE[0]}x{PHONE_SIZE[1]} photo ...")
             runs.append(peak_and_seconds([*script, "--face-detector", detector, "-i", str(phone)]))
+            log(f"  peak {runs[-1][0]:.0f} MiB, {runs[-1][1]:.2f} s")
         results["phone"][detector] = {"peak_rss_mib": max(p for p, _ in runs), "runs_s": [s for _, s in runs],
                                       "median_s": median([s for _, s in runs])}
     return results
