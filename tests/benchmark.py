@@ -944,11 +944,11 @@ def measure_long_run(args, log):
             "growth_mib": samples[-1] - samples[1], "summary": summary}
 
 
-def memory_photos(folder, count, widths, source=SCENES):
-    """count photos of the validation scenes, photo n resized to widths[n] px wide (JPEG, in folder)."""
+def memory_photos(folder, picked, widths, source=SCENES):
+    """The validation scenes numbered in picked, scene n resized to widths[n] px wide (JPEG, in folder)."""
     folder.mkdir(parents=True, exist_ok=True)
-    images = sorted((source / "images").glob("*.png"))[:count]
-    for n, path in enumerate(images):
+    images = sorted((source / "images").glob("*.png"))
+    for n, path in ((n, images[n]) for n in picked):
         image = cv2.imread(str(path))
         width = widths[n]
         cv2.imwrite(str(folder / f"{n:03d}_{width}.jpg"),
@@ -1011,8 +1011,9 @@ def measure_memory(args, workdir, log):
     """(g): peak RSS of a fresh process on 80 photos of 80 sizes against 10 of them, per detector; the video loop on
     80 frame sizes against 10; a 4032x3024 photo (process start to exit, --repeat runs)."""
     widths = [320 + 9 * n for n in range(MEMORY_PHOTOS)]  # 320 to 1031 px wide
-    many = memory_photos(workdir / "many", MEMORY_PHOTOS, widths)
-    few = memory_photos(workdir / "few", MEMORY_FEW, widths)
+    many = memory_photos(workdir / "many", range(MEMORY_PHOTOS), widths)
+    # The baseline spans the same sizes (the smallest to the largest): growth is what more photos add.
+    few = memory_photos(workdir / "few", np.linspace(0, MEMORY_PHOTOS - 1, MEMORY_FEW).round().astype(int), widths)
     phone = workdir / "phone.jpg"
     image = cv2.imread(str(sorted((SCENES / "images").glob("*.png"))[0]))
     cv2.imwrite(str(phone), cv2.resize(image, PHONE_SIZE, interpolation=cv2.INTER_CUBIC))
