@@ -982,14 +982,15 @@ def child_video_sizes(args):
     frames = [frame for frame, _ in video_frames(tiles, 20, DEFAULT_WIDTH, DEFAULT_HEIGHT)]
 
     class SizeChangingCapture:
-        """Frames of the test video, each size for 2 frames, the sizes in turn (widths 320-1031 px, 4:3)."""
+        """Frames of the test video, each size for 2 frames, the sizes in turn (widths 320 px to about 1031 px,
+        4:3, evenly spaced: 10 sizes span the 80's range)."""
         def __init__(self):
             self.count = 0
 
         def read(self):
             if self.count == 2 * args.sizes * args.sizes_rounds:
                 return False, None
-            width = 320 + (self.count // 2) % args.sizes * 9
+            width = 320 + (self.count // 2) % args.sizes * (9 * (MEMORY_PHOTOS - 1) // (args.sizes - 1))  # to 1031
             self.count += 1
             return True, cv2.resize(frames[self.count % len(frames)], (width, width * 3 // 4))
 
