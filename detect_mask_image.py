@@ -13,7 +13,7 @@ MobileNetV2 mask classifier, labelled by its own argmax (-m: .tflite or .keras; 
 converted once with train_mask_detector.py --convert). Prints one line per face (or with --json one JSON
 object per image), shows the annotated image where a display exists, and with -o saves it (a folder when
 several images are given). Exit status: 0 ok, 2 bad arguments or inputs (the other images are still
-processed), 1 any other failure.
+processed), 1 any other failure. Several images: a progress bar on stderr if it is a terminal (not in logs).
 """
 import argparse
 import contextlib
@@ -30,8 +30,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 from imutils import paths
+from tqdm import tqdm
 
-# res10: its own 300, then larger inputs for small faces; CenterFace: the photo's own size (tests/RESULTS.md).
+# res10: its own 300, then larger inputs for small faces; CenterFace: the photo's own size, capped (tests/RESULTS.md).
 DEFAULT_DETECT_SIZES = {"res10": (300, 600, 900), "centerface": (0,)}
 DEFAULT_MIRROR = True  # the mirror pass finds more faces for twice the detector's time (tests/RESULTS.md)
 DEFAULT_BORDER = 0.3  # close-ups: the border look's frame, a fraction of the longer side (tests/RESULTS.md)
@@ -52,6 +53,7 @@ WINDOW = "Face mask detector"
 # tests/test_detect_common.py fails if the copies differ.
 SSD_MEAN = (104.0, 177.0, 123.0)  # BGR mean res10 was trained with (OpenCV samples/dnn/face_detector)
 SSD_MIN_SIDE = 5  # shortest input side res10 accepts (its pooling layers fail below it)
+NATIVE_MAX_SIDE = 1024  # --detect-size 0 (native) shrinks larger photos to this longer side (tests/RESULTS.md)
 LATER_PASS_MAX_FACE = 64  # a later, larger input adds only faces under this many px of the input before it
 LATER_PASS_MIN_FACE = 20  # ... and runs only if they can reach this many px of the frame (tests/RESULTS.md)
 CONTAINED_FRACTION = 0.6  # a box this much inside a larger one is part of that face (res10's corner boxes)
@@ -75,6 +77,7 @@ CENTERFACE_SHA256 = "09189deaaf8646c5c51a68447e3c744ea1e211798155d4728c20507b9f5
 CENTERFACE_OUTPUTS = ["537", "538", "539"]  # heatmap, log box size, centre offset (the ONNX file's names)
 CENTERFACE_STRIDE, CENTERFACE_MULTIPLE = 4, 32  # input px per output cell; input sides rounded up to this
 CENTERFACE_CONFIDENCE = 0.5  # CenterFace threshold (tests/RESULTS.md)
+CENTERFACE_NETS = 2  # nets kept (one per input size, least recently used dropped): ~230 MB each at 1280x960
 # The classifier's crop of a CenterFace box (tighter than res10's): centre shift (x, y) and size (w, h) as
 # fractions of the box; 10% larger labelled the validation scenes best (tests/RESULTS.md).
 CENTERFACE_REFRAME = (0.0, 0.0, 1.1, 1.1)
@@ -119,7 +122,8 @@ def add_shared_arguments(parser, detect_sizes):
     sizes = ", ".join(f"{name} {' '.join(map(str, value))}" for name, value in detect_sizes.items())
     parser.add_argument("--detect-size", type=count(0), nargs="+", metavar="N", help="longer side (px) of the "
                         "detector input; several merged, each larger adding only faces too small for the one "
-                        f"before; 0 = native (default: {sizes})")
+                        f"before; 0 = native, larger photos shrunk to {NATIVE_MAX_SIDE} px: ask for more (e.g. the "
+                        f"photo's width) to find smaller faces at more time and memory (default: {sizes})")
     parser.add_argument("--mask-threshold", type=number(float, 0, 1, closed=False), default=DEFAULT_MASK_THRESHOLD,
                         metavar="P", help="Mask from this Mask probability on (default: %(default)s, the model's "
                         "own decision)")
@@ -223,8 +227,8 @@ def clip_box(box, width, height):
 
 
 def scaled_size(width, height, size):
-    """(w, h) whose longer side is size, keeping the aspect ratio; size 0 = native."""
-    scale = size / max(width, height) if size > 0 else 1
+    """(w, h) whose longer side is size, keeping the aspect ratio; size 0 = native, at most NATIVE_MAX_SIDE."""
+    scale = (size or min(max(width, height), NATIVE_MAX_SIDE)) / max(width, height)
     return max(1, round(width * scale)), max(1, round(height * scale))
 
 
@@ -247,17 +251,17 @@ def preprocess_faces(frame_bgr, boxes):
 
 
 class CenterFace:
-    """CenterFace through OpenCV DNN: one net per input size (a net keeps answering for the first shape it ran)."""
+    """CenterFace through OpenCV DNN: one net per input size (a net keeps answering for the first shape it ran),
+    the CENTERFACE_NETS most recently used kept, so memory does not grow with the sizes met."""
 
     def __init__(self, data):
-        self.data, self.nets = data, {}
+        self.data = data
+        self.net = functools.lru_cache(CENTERFACE_NETS)(lambda size: cv2.dnn.readNetFromONNX(self.data))
 
     def detections(self, image, confidence):
         """face_detections' rows of one pass (the image stretched to sides rounded up to 32)."""
         size = tuple(-(-side // CENTERFACE_MULTIPLE) * CENTERFACE_MULTIPLE for side in image.shape[1::-1])
-        if size not in self.nets:
-            self.nets[size] = cv2.dnn.readNetFromONNX(self.data)
-        net = self.nets[size]
+        net = self.net(size)
         net.setInput(cv2.dnn.blobFromImage(image, 1.0, size, (0, 0, 0), swapRB=True))
         heat, scale, offset = (output[0] for output in net.forward(CENTERFACE_OUTPUTS))
         ys, xs = np.nonzero(heat[0] >= confidence)
@@ -554,15 +558,22 @@ def detect_faces(frame, net, confidence, sizes, nms, border=0.0,
     faces = find_faces(frame, net, confidence, sizes, nms, detect)
     height, width = frame.shape[:2]
     if border > 0 and (not faces or any(touches_edge(box, width, height) for box, _ in faces)):
-        pad = int(round(border * max(width, height)))
-        framed = cv2.copyMakeBorder(frame, pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=(0, 0, 0))
-        smallest = min(sizes, key=lambda size: scaled_size(width + 2 * pad, height + 2 * pad, size))
+        # A large photo is shrunk to the look's largest input first, not framed whole (12 MP: 0.8 s, 105 MB).
+        side = max(width, height) * (1 + 2 * border)
+        longest = max(1, round(max(max(scaled_size(side, side, size)) for size in sizes) / (1 + 2 * border)))
+        small = frame if longest >= max(width, height) else cv2.resize(
+            frame, scaled_size(width, height, longest), interpolation=cv2.INTER_AREA)
+        scale_x, scale_y = small.shape[1] / width, small.shape[0] / height
+        pad = int(round(border * max(small.shape[:2])))
+        framed = cv2.copyMakeBorder(small, pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=(0, 0, 0))
+        smallest = min(sizes, key=lambda size: scaled_size(framed.shape[1], framed.shape[0], size))
         close_up = CLOSE_UP_MIN_FACE * min(width, height)
         lowest = confidence if faces else min(confidence, close_up_confidence)
         more, weak = [], []
         for (x1, y1, x2, y2), score in find_faces(framed, net, lowest, sizes if not faces else [smallest], nms,
                                                   detect):
-            box = clip_box((x1 - pad, y1 - pad, x2 - pad, y2 - pad), width, height)
+            box = clip_box(((x1 - pad) / scale_x, (y1 - pad) / scale_y, (x2 - pad) / scale_x, (y2 - pad) / scale_y),
+                           width, height)
             if not box:
                 continue
             span = max(box[2] - box[0], box[3] - box[1])
@@ -722,18 +733,21 @@ def run(args):
     classifier = load_classifier(find_model(args.model), args.threads)
     display = not args.no_display and has_display()
     failed = 0
-    for path, output in zip(images, outputs):
+    progress = tqdm(zip(images, outputs), total=len(images), unit="photo",
+                    disable=len(images) < 2 or not sys.stderr.isatty())
+    for path, output in progress:
         try:
             frame = read_image(path)
         except UsageError as exc:
-            print(f"error: {exc}", file=sys.stderr)
+            tqdm.write(f"error: {exc}", file=sys.stderr)  # the bar cleared for the line
             failed += 1
             continue
         faces = detect_and_classify(frame, net, classifier, args.confidence, args.detect_size, args.nms,
                                     args.border, args.mask_threshold, args.close_up_confidence, args.mirror,
                                     fallback)
-        print(json.dumps({"image": str(path), "faces": [face_json(f) for f in faces]}) if args.json
-              else "\n".join(describe(path, faces)), flush=True)
+        with tqdm.external_write_mode():
+            print(json.dumps({"image": str(path), "faces": [face_json(f) for f in faces]}) if args.json
+                  else "\n".join(describe(path, faces)), flush=True)
         if output or display:
             draw_faces(frame, faces)
         if output:
@@ -742,6 +756,7 @@ def run(args):
             cv2.imshow(WINDOW, frame)
             if cv2.waitKey(0) & 0xFF in (ord("q"), 27):
                 break
+    progress.close()
     if display:
         cv2.destroyAllWindows()
     return 2 if failed else 0

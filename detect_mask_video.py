@@ -32,7 +32,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-# One pass: res10 at its training size keeps live video fast; CenterFace at the frame's own size.
+# One pass: res10 at its training size keeps live video fast; CenterFace at the frame's own size, capped.
 DEFAULT_DETECT_SIZES = {"res10": (300,), "centerface": (0,)}
 # Output codec by extension: mp4v (MPEG-4 Part 2) and MJPG ship with opencv-python's FFmpeg.
 FOURCC = {".mp4": "mp4v", ".avi": "MJPG"}
@@ -54,6 +54,7 @@ WINDOW = "Face mask detector"
 # tests/test_detect_common.py fails if the copies differ.
 SSD_MEAN = (104.0, 177.0, 123.0)  # BGR mean res10 was trained with (OpenCV samples/dnn/face_detector)
 SSD_MIN_SIDE = 5  # shortest input side res10 accepts (its pooling layers fail below it)
+NATIVE_MAX_SIDE = 1024  # --detect-size 0 (native) shrinks larger photos to this longer side (tests/RESULTS.md)
 LATER_PASS_MAX_FACE = 64  # a later, larger input adds only faces under this many px of the input before it
 LATER_PASS_MIN_FACE = 20  # ... and runs only if they can reach this many px of the frame (tests/RESULTS.md)
 CONTAINED_FRACTION = 0.6  # a box this much inside a larger one is part of that face (res10's corner boxes)
@@ -77,6 +78,7 @@ CENTERFACE_SHA256 = "09189deaaf8646c5c51a68447e3c744ea1e211798155d4728c20507b9f5
 CENTERFACE_OUTPUTS = ["537", "538", "539"]  # heatmap, log box size, centre offset (the ONNX file's names)
 CENTERFACE_STRIDE, CENTERFACE_MULTIPLE = 4, 32  # input px per output cell; input sides rounded up to this
 CENTERFACE_CONFIDENCE = 0.5  # CenterFace threshold (tests/RESULTS.md)
+CENTERFACE_NETS = 2  # nets kept (one per input size, least recently used dropped): ~230 MB each at 1280x960
 # The classifier's crop of a CenterFace box (tighter than res10's): centre shift (x, y) and size (w, h) as
 # fractions of the box; 10% larger labelled the validation scenes best (tests/RESULTS.md).
 CENTERFACE_REFRAME = (0.0, 0.0, 1.1, 1.1)
@@ -121,7 +123,8 @@ def add_shared_arguments(parser, detect_sizes):
     sizes = ", ".join(f"{name} {' '.join(map(str, value))}" for name, value in detect_sizes.items())
     parser.add_argument("--detect-size", type=count(0), nargs="+", metavar="N", help="longer side (px) of the "
                         "detector input; several merged, each larger adding only faces too small for the one "
-                        f"before; 0 = native (default: {sizes})")
+                        f"before; 0 = native, larger photos shrunk to {NATIVE_MAX_SIDE} px: ask for more (e.g. the "
+                        f"photo's width) to find smaller faces at more time and memory (default: {sizes})")
     parser.add_argument("--mask-threshold", type=number(float, 0, 1, closed=False), default=DEFAULT_MASK_THRESHOLD,
                         metavar="P", help="Mask from this Mask probability on (default: %(default)s, the model's "
                         "own decision)")
@@ -225,8 +228,8 @@ def clip_box(box, width, height):
 
 
 def scaled_size(width, height, size):
-    """(w, h) whose longer side is size, keeping the aspect ratio; size 0 = native."""
-    scale = size / max(width, height) if size > 0 else 1
+    """(w, h) whose longer side is size, keeping the aspect ratio; size 0 = native, at most NATIVE_MAX_SIDE."""
+    scale = (size or min(max(width, height), NATIVE_MAX_SIDE)) / max(width, height)
     return max(1, round(width * scale)), max(1, round(height * scale))
 
 
@@ -249,17 +252,17 @@ def preprocess_faces(frame_bgr, boxes):
 
 
 class CenterFace:
-    """CenterFace through OpenCV DNN: one net per input size (a net keeps answering for the first shape it ran)."""
+    """CenterFace through OpenCV DNN: one net per input size (a net keeps answering for the first shape it ran),
+    the CENTERFACE_NETS most recently used kept, so memory does not grow with the sizes met."""
 
     def __init__(self, data):
-        self.data, self.nets = data, {}
+        self.data = data
+        self.net = functools.lru_cache(CENTERFACE_NETS)(lambda size: cv2.dnn.readNetFromONNX(self.data))
 
     def detections(self, image, confidence):
         """face_detections' rows of one pass (the image stretched to sides rounded up to 32)."""
         size = tuple(-(-side // CENTERFACE_MULTIPLE) * CENTERFACE_MULTIPLE for side in image.shape[1::-1])
-        if size not in self.nets:
-            self.nets[size] = cv2.dnn.readNetFromONNX(self.data)
-        net = self.nets[size]
+        net = self.net(size)
         net.setInput(cv2.dnn.blobFromImage(image, 1.0, size, (0, 0, 0), swapRB=True))
         heat, scale, offset = (output[0] for output in net.forward(CENTERFACE_OUTPUTS))
         ys, xs = np.nonzero(heat[0] >= confidence)

@@ -32,6 +32,11 @@ crops of matplotlib's grace_hopper.jpg, skimage's astronaut and examples/*.jpg):
 (f) face detectors: the pipeline's detect_and_classify per frame with CenterFace at the frame's own size
     (--face-detector centerface, its default) and with res10 at --detect-size 640 and at its default 300,
     chunks in turn (the order rotates); --detectors-only runs just this part.
+(g) --memory only: peak RSS (a fresh process each) of detect_mask_image.py on 80 photos of 80 sizes
+    (validation scenes resized to 320-1031 px wide) against 10 of them, both face detectors; of the video
+    script's frame loop fed 80 frame sizes against 10; a 4032x3024 photo, process start to exit.
+(h) --long-run MIN only: detect_mask_video.py --json on a live 640x480 MJPEG stream from a local HTTP
+    server for MIN minutes, its RSS each minute (the end against minute 2).
 
 Each video loop, and each classifier family, runs in its own subprocess so that the peak
 memory (RSS high-water mark, getrusage in the child) of one does not mix with another.
@@ -49,6 +54,7 @@ import json
 import os
 import platform
 import resource
+import signal
 import statistics
 import subprocess
 import sys
@@ -83,12 +89,18 @@ READY_MARK, CHUNK_MARK = "BENCH_READY", "BENCH_CHUNK "
 CHUNK_FRAMES = 10  # frames each video loop runs before the other takes its turn
 # The 2020 tutorial's constants.
 REF_WIDTH, REF_SSD_SIZE, REF_MEAN, REF_CONFIDENCE = 400, 300, (104.0, 177.0, 123.0), 0.5
-TARGETS = {"fps_ratio": 4.0, "classifier_ms": 5.0, "image_tflite_s": 2.0, "detect_every_ratio": 2.0}
+TARGETS = {"fps_ratio": 4.0, "classifier_ms": 5.0, "image_tflite_s": 2.0, "detect_every_ratio": 2.0,
+           "long_run_growth_mib": 50, "memory_growth_mib": 150, "memory_peak_mib": 1536,
+           "phone_centerface": (800, 5.0), "phone_res10": (800, 4.0)}
 DETECT_EVERY = 3  # --detect-every timed against 1
 CAMERA_FPS = 30.0  # the simulated live camera: faster than the pipeline on this machine
 CAMERA_BUFFER = 4  # frames a camera driver queues for a reader that falls behind (V4L2's usual count)
 LIVE_FRAMES = 60  # frames processed by each live loop per turn
 STAGES = ("decode", "detect", "classify", "draw")
+SCENES = REPO.parent / "shared" / "validation" / "scenes"  # --memory's photos: these resized
+MEMORY_PHOTOS, MEMORY_FEW = 80, 10  # --memory: photos (and frame sizes) of distinct sizes, and the baseline's
+PHONE_SIZE = (4032, 3024)  # a 12 MP phone photo
+LONG_RUN_SAMPLE_S = 60  # the long run samples the video script's RSS this often (a "minute")
 
 
 # ---- pure functions ----------------------------------------------------------------------------
@@ -255,8 +267,19 @@ def parse_args(argv=None):
     parser.add_argument("--json", type=Path, metavar="FILE", help="also write all results here as JSON")
     parser.add_argument("--tracking-only", action="store_true", help="only (e): --detect-every and live latency")
     parser.add_argument("--detectors-only", action="store_true", help="only (f): CenterFace against res10")
+    parser.add_argument("--memory", action="store_true", help="only (g): peak memory on 80 photos of 80 sizes "
+                        "against 10 (both detectors), the video loop on changing frame sizes, a 4032x3024 photo")
+    parser.add_argument("--long-run", type=int, metavar="MIN", help="only (h): the video script on a live 640x480 "
+                        "MJPEG stream (a local server looping over --frames frames) for MIN minutes, its RSS each "
+                        "minute; target: the end within 50 MiB of minute 2")
+    parser.add_argument("--long-run-options", nargs=argparse.REMAINDER, default=[], metavar="...",
+                        help="with --long-run: more options for detect_mask_video.py (last on the line)")
     # Internal: one measurement in a child process.
-    parser.add_argument("--child", choices=("reference", "pipeline", "keras", "tflite"), help=argparse.SUPPRESS)
+    parser.add_argument("--child", choices=("reference", "pipeline", "keras", "tflite", "video_sizes"),
+                        help=argparse.SUPPRESS)
+    parser.add_argument("--detector", default="res10", help=argparse.SUPPRESS)
+    parser.add_argument("--sizes", type=int, default=MEMORY_PHOTOS, help=argparse.SUPPRESS)
+    parser.add_argument("--sizes-rounds", type=int, default=1, help=argparse.SUPPRESS)
     parser.add_argument("--video", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--faces", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--variant", action="append", default=[], help=argparse.SUPPRESS)
@@ -310,16 +333,12 @@ def background(width, height, seed=0):
     return np.clip(image, 0, 255).astype(np.uint8)
 
 
-def make_video(path, tiles, frames, width, height):
-    """Write the test video (mp4v); returns the number of faces pasted in each frame."""
+def video_frames(tiles, frames, width, height):
+    """The test video's frames: (frame, number of faces pasted in it)."""
     side = max(32, int(min(width, height) * TILE_FRACTION))
     side = min(side, width // MAX_SLOTS)
     tiles = [cv2.resize(t, (side, side), interpolation=cv2.INTER_AREA) for t in tiles]
     base = background(width, height)
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), VIDEO_FPS, (width, height))
-    if not writer.isOpened():
-        raise RuntimeError(f"{path}: OpenCV cannot write mp4v video")
-    counts = []
     for t in range(frames):
         frame = base.copy()
         slots = visible_slots(t)
@@ -327,8 +346,18 @@ def make_video(path, tiles, frames, width, height):
             tile = tiles[(slot + MAX_SLOTS * (t // FACE_SWAP_FRAMES)) % len(tiles)]
             x, y = slot_position(slot, t, width, height, side)
             frame[y:y + side, x:x + side] = tile
+        yield frame, len(slots)
+
+
+def make_video(path, tiles, frames, width, height):
+    """Write the test video (mp4v); returns the number of faces pasted in each frame."""
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), VIDEO_FPS, (width, height))
+    if not writer.isOpened():
+        raise RuntimeError(f"{path}: OpenCV cannot write mp4v video")
+    counts = []
+    for frame, count in video_frames(tiles, frames, width, height):
         writer.write(frame)
-        counts.append(len(slots))
+        counts.append(count)
     writer.release()
     return counts
 
@@ -546,7 +575,7 @@ def child_tflite(args):
 
 
 CHILDREN = {"reference": child_reference, "pipeline": child_pipeline, "keras": child_keras,
-            "tflite": child_tflite}
+            "tflite": child_tflite, "video_sizes": lambda args: child_video_sizes(args)}
 VIDEO_KINDS = ("reference", "pipeline")
 
 
@@ -829,6 +858,225 @@ def tracking_lines(tracking):
     return lines
 
 
+# ---- (g) memory: many photo sizes, a phone photo, a long live run -----------------------------------
+
+class MjpegStream:
+    """A local HTTP MJPEG stream (multipart/x-mixed-replace, as IP cameras serve), looping over JPEG frames at
+    VIDEO_FPS in real time, one client at a time; the video script reads it as a live source."""
+
+    def __init__(self, jpegs):
+        import http.server
+        import threading
+        self.jpegs = jpegs
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(handler):  # noqa: N805 - the handler's own self
+                handler.send_response(200)
+                handler.send_header("Content-Type", "multipart/x-mixed-replace; boundary=frame")
+                handler.end_headers()
+                start, sent = time.perf_counter(), 0
+                try:
+                    while True:
+                        jpeg = self.jpegs[sent % len(self.jpegs)]
+                        handler.wfile.write(b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: %d\r\n\r\n"
+                                            % len(jpeg) + jpeg + b"\r\n")
+                        sent += 1
+                        time.sleep(max(0.0, start + sent / VIDEO_FPS - time.perf_counter()))
+                except (BrokenPipeError, ConnectionResetError):
+                    pass
+
+            def log_message(handler, *args):  # noqa: N805
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/stream.mjpg"
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def rss_mib(pid):
+    """Resident memory of a process now (VmRSS), MiB; None once it has ended."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024.0
+    except OSError:
+        return None
+    return None
+
+
+def measure_long_run(args, log):
+    """detect_mask_video.py --json on a live 640x480 MJPEG stream for --long-run minutes; its RSS each minute."""
+    tiles, _ = face_tiles_and_batch()
+    jpegs = [cv2.imencode(".jpg", frame)[1].tobytes()
+             for frame, _ in video_frames(tiles, args.frames, DEFAULT_WIDTH, DEFAULT_HEIGHT)]
+    stream = MjpegStream(jpegs)
+    command = [sys.executable, str(REPO / "detect_mask_video.py"), "-i", stream.url, "--no-display", "--json",
+               "-m", str(args.tflite_model), *args.long_run_options]
+    log(f"long run: {' '.join(command[1:])} for {args.long_run} min (RSS sampled every minute) ...")
+    # SIGINT as a user's Ctrl-C (a shell's background job would pass it on ignored).
+    child = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=child_env(),
+                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    start, samples = time.perf_counter(), []
+    try:
+        for minute in range(1, args.long_run + 1):
+            time.sleep(max(0.0, start + LONG_RUN_SAMPLE_S * minute - time.perf_counter()))
+            samples.append(rss_mib(child.pid))
+            log(f"  minute {minute}: RSS {samples[-1]} MiB")
+            if samples[-1] is None:
+                break
+    finally:
+        child.send_signal(signal.SIGINT)
+        try:
+            _, stderr = child.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            _, stderr = child.communicate()
+        stream.close()
+    summary = next((line for line in stderr.splitlines() if line.startswith("summary:")), stderr.strip()[-300:])
+    if None in samples or len(samples) < 2:
+        raise RuntimeError(f"long run: the video script ended early (exit {child.returncode}): {summary}")
+    return {"command": " ".join(command[1:]), "minutes": args.long_run, "rss_mib": samples,
+            "growth_mib": samples[-1] - samples[1], "summary": summary}
+
+
+def memory_photos(folder, picked, widths, source=SCENES):
+    """The validation scenes numbered in picked, scene n resized to widths[n] px wide (JPEG, in folder)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    images = sorted((source / "images").glob("*.png"))
+    for n, path in ((n, images[n]) for n in picked):
+        image = cv2.imread(str(path))
+        width = widths[n]
+        cv2.imwrite(str(folder / f"{n:03d}_{width}.jpg"),
+                    cv2.resize(image, (width, round(image.shape[0] * width / image.shape[1])),
+                               interpolation=cv2.INTER_AREA if width < image.shape[1] else cv2.INTER_CUBIC))
+    return folder
+
+
+def peak_and_seconds(command):
+    """(peak RSS MiB, seconds) of command, process start to exit, in a fresh wrapper process (whose
+    RUSAGE_CHILDREN high-water mark is this command's alone)."""
+    wrapper = ("import resource, subprocess, sys, time; start = time.perf_counter(); "
+               "code = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE).returncode; "
+               "seconds = time.perf_counter() - start; "
+               "print(code, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024.0, seconds)")
+    done = subprocess.run([sys.executable, "-c", wrapper, *command], capture_output=True, text=True, cwd=REPO,
+                          env=child_env(), timeout=CHILD_TIMEOUT_S)
+    code, peak, seconds = done.stdout.split()
+    if code != "0":
+        raise RuntimeError(f"{' '.join(command)}: exit {code}")
+    return float(peak), float(seconds)
+
+
+def child_video_sizes(args):
+    """(g) detect_mask_video.py's frame loop (process()) fed frames whose size changes every few frames (OpenCV's
+    FFmpeg capture scales a stream to its first size, so a file cannot do this): --sizes sizes in turn."""
+    import detect_mask_video as dmv
+    options = dmv.parse_args(["--no-display", "--json", "--face-detector", args.detector, "-m",
+                              str(args.tflite_model)])
+    tiles, _ = face_tiles_and_batch()
+    frames = [frame for frame, _ in video_frames(tiles, 20, DEFAULT_WIDTH, DEFAULT_HEIGHT)]
+
+    class SizeChangingCapture:
+        """Frames of the test video, each size for 2 frames, the sizes in turn (widths 320 px to about 1031 px,
+        4:3, evenly spaced: 10 sizes span the 80's range)."""
+        def __init__(self):
+            self.count = 0
+
+        def read(self):
+            if self.count == 2 * args.sizes * args.sizes_rounds:
+                return False, None
+            width = 320 + (self.count // 2) % args.sizes * (9 * (MEMORY_PHOTOS - 1) // (args.sizes - 1))  # to 1031
+            self.count += 1
+            return True, cv2.resize(frames[self.count % len(frames)], (width, width * 3 // 4))
+
+        def get(self, prop):
+            return VIDEO_FPS
+
+    net = dmv.load_face_detector(name=args.detector)
+    classifier = dmv.load_classifier(dmv.find_model(str(args.tflite_model)))
+    with open(os.devnull, "w") as devnull:
+        saved, sys.stdout = sys.stdout, devnull
+        start = time.perf_counter()
+        dmv.process(options, SizeChangingCapture(), False, net, classifier, None, False)
+        seconds = time.perf_counter() - start
+        sys.stdout = saved
+    return {"peak_rss_mib": peak_rss_mib(), "seconds": seconds}
+
+
+def measure_memory(args, workdir, log):
+    """(g): peak RSS of a fresh process on 80 photos of 80 sizes against 10 of them, per detector; the video loop on
+    80 frame sizes against 10; a 4032x3024 photo (process start to exit, --repeat runs)."""
+    widths = [320 + 9 * n for n in range(MEMORY_PHOTOS)]  # 320 to 1031 px wide
+    many = memory_photos(workdir / "many", range(MEMORY_PHOTOS), widths)
+    # The baseline spans the same sizes (the smallest to the largest): growth is what more photos add.
+    few = memory_photos(workdir / "few", np.linspace(0, MEMORY_PHOTOS - 1, MEMORY_FEW).round().astype(int), widths)
+    phone = workdir / "phone.jpg"
+    image = cv2.imread(str(sorted((SCENES / "images").glob("*.png"))[0]))
+    cv2.imwrite(str(phone), cv2.resize(image, PHONE_SIZE, interpolation=cv2.INTER_CUBIC))
+    script = [sys.executable, str(REPO / "detect_mask_image.py"), "--no-display", "--json", "-m",
+              str(args.tflite_model)]
+    results = {"photos": {}, "video": {}, "phone": {}}
+    for detector in ("centerface", "res10"):
+        row = results["photos"][detector] = {}
+        for name, folder in (("few", few), ("many", many)):
+            log(f"memory: {detector} on {len(list(folder.iterdir()))} photos ...")
+            row[name] = peak_and_seconds([*script, "--face-detector", detector, "-i", str(folder)])
+            log(f"  peak {row[name][0]:.0f} MiB, {row[name][1]:.1f} s")
+        row = results["video"][detector] = {}
+        for name, sizes in (("few", MEMORY_FEW), ("many", MEMORY_PHOTOS)):
+            log(f"memory: the video loop, {detector}, {sizes} frame sizes ...")
+            row[name] = run_child("video_sizes", args, "--detector", detector, "--sizes", str(sizes))
+            log(f"  peak {row[name]['peak_rss_mib']:.0f} MiB, {row[name]['seconds']:.1f} s")
+        runs = []
+        for _ in range(args.repeat):
+            log(f"memory: {detector} on a {PHONE_SIZE[0]}x{PHONE_SIZE[1]} photo ...")
+            runs.append(peak_and_seconds([*script, "--face-detector", detector, "-i", str(phone)]))
+            log(f"  peak {runs[-1][0]:.0f} MiB, {runs[-1][1]:.2f} s")
+        results["phone"][detector] = {"peak_rss_mib": max(p for p, _ in runs), "runs_s": [s for _, s in runs],
+                                      "median_s": median([s for _, s in runs])}
+    return results
+
+
+def memory_lines(results):
+    lines = ["peak RSS (MiB), fresh process each: 10 photos/sizes -> 80 (growth; target <= 150, peak <= 1536)"]
+    met = True
+    for detector, row in results["photos"].items():
+        (few, few_s), (many, many_s) = row["few"], row["many"]
+        ok = many - few <= TARGETS["memory_growth_mib"] and many <= TARGETS["memory_peak_mib"]
+        met &= ok
+        lines.append(f"  detect_mask_image.py --face-detector {detector}: {few:.0f} ({few_s:.1f} s) -> {many:.0f} "
+                     f"({many_s:.1f} s), growth {many - few:+.0f} ({'met' if ok else 'NOT met'})")
+    for detector, row in results["video"].items():
+        few, many = row["few"]["peak_rss_mib"], row["many"]["peak_rss_mib"]
+        ok = many - few <= TARGETS["memory_growth_mib"] and many <= TARGETS["memory_peak_mib"]
+        met &= ok
+        lines.append(f"  detect_mask_video.py loop, {detector}, frame size changing: {few:.0f} -> {many:.0f}, growth "
+                     f"{many - few:+.0f} ({'met' if ok else 'NOT met'})")
+    for detector, row in results["phone"].items():
+        peak_target, seconds_target = TARGETS["phone_" + detector]
+        ok = row["peak_rss_mib"] <= peak_target and row["median_s"] <= seconds_target
+        met &= ok
+        lines.append(f"  {PHONE_SIZE[0]}x{PHONE_SIZE[1]} photo, {detector} defaults: peak {row['peak_rss_mib']:.0f} "
+                     f"MiB, {row['median_s']:.2f} s median of {' '.join(f'{s:.2f}' for s in row['runs_s'])} "
+                     f"(target <= {peak_target} MiB, <= {seconds_target} s: {'met' if ok else 'NOT met'})")
+    return lines, met
+
+
+def long_run_lines(result):
+    samples = result["rss_mib"]
+    met = result["growth_mib"] <= TARGETS["long_run_growth_mib"]
+    return [f"long run: {result['command']}",
+            f"  RSS each minute (MiB): {' '.join(f'{v:.0f}' for v in samples)}",
+            f"  minute 2: {samples[1]:.1f} MiB, end (minute {len(samples)}): {samples[-1]:.1f} MiB, growth "
+            f"{result['growth_mib']:+.1f} MiB (target <= {TARGETS['long_run_growth_mib']} MiB: "
+            f"{'met' if met else 'NOT met'})", f"  {result['summary']}"]
+
+
 def measure(args, workdir, log):
     """Everything, in one run; returns the results dict."""
     load_before = os.getloadavg()[0]
@@ -914,6 +1162,28 @@ def main(argv=None):
     def log(text):
         print(text, file=sys.stderr, flush=True)
 
+    if args.memory:
+        try:
+            with tempfile.TemporaryDirectory(prefix="mask-bench-") as workdir:
+                results = measure_memory(args, Path(workdir), log)
+        except (RuntimeError, subprocess.TimeoutExpired) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+        lines, met = memory_lines(results)
+        print("\n".join(lines))
+        if args.json:
+            args.json.write_text(json.dumps(results, indent=2) + "\n")
+        return 0 if met else 1
+    if args.long_run:
+        try:
+            result = measure_long_run(args, log)
+        except (RuntimeError, subprocess.TimeoutExpired) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+        print("\n".join(long_run_lines(result)))
+        if args.json:
+            args.json.write_text(json.dumps(result, indent=2) + "\n")
+        return 0 if result["growth_mib"] <= TARGETS["long_run_growth_mib"] else 1
     try:
         with tempfile.TemporaryDirectory(prefix="mask-bench-") as workdir:
             results = measure(args, Path(workdir), log)

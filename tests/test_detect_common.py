@@ -643,16 +643,18 @@ def test_centerface_finds_the_face_where_res10_does(photo, face):
         assert iou(box, face) > 0.5
 
 
-def test_centerface_keeps_one_net_per_input_size():
-    """An OpenCV net keeps answering for the first input shape it ran: each size gets its own net."""
+def test_centerface_nets_are_bounded_and_never_reused_for_another_size():
+    """An OpenCV net keeps answering for the first input shape it ran: each size gets its own net, the cache keeps
+    CENTERFACE_NETS of them, and every size, revisited after others pushed it out, gives a fresh net's rows."""
     detector, image = image_script.load_face_detector(name="centerface"), astronaut()
-    small = image_script.face_detections(detector, cv2.resize(image, (160, 160)), 0.3)
-    large = image_script.face_detections(detector, image, 0.3)
-    again = image_script.face_detections(detector, cv2.resize(image, (160, 160)), 0.3)
-    fresh = image_script.face_detections(image_script.load_face_detector(name="centerface"), image, 0.3)
-    np.testing.assert_array_equal(small, again)
-    np.testing.assert_array_equal(large, fresh)
-    assert set(detector.nets) >= {(160, 160), (512, 512)}
+    sizes = [(160, 160), (512, 512), (224, 320), (160, 160), (320, 224), (512, 512), (224, 320), (160, 160)]
+    for width, height in sizes:
+        resized = cv2.resize(image, (width, height))
+        fresh = image_script.load_face_detector(name="centerface")
+        np.testing.assert_array_equal(image_script.face_detections(detector, resized, 0.3),
+                                      image_script.face_detections(fresh, resized, 0.3))
+        assert detector.net.cache_info().currsize <= image_script.CENTERFACE_NETS
+    assert detector.net.cache_info().misses > image_script.CENTERFACE_NETS  # sizes were dropped and met again
 
 
 def test_centerface_rows_are_fractions_of_any_frame_shape():
