@@ -359,11 +359,15 @@ def face_json(face):
 
 
 def label_layout(face, width, height):
-    """(text, (x, y) origin, font scale, thickness) of a face's "Label: 99.12%" in a width x height frame: as
-    wide as the box (font scale within LABEL_SCALES), above it, else inside its top edge; inside the frame."""
+    """(text, (x, y) origin, font scale, thickness) of a face's "Label: 99.12%" ("Label: 99%" where even the
+    smallest scale is wider than the box) in a width x height frame: as wide as the box (font scale within
+    LABEL_SCALES), above it, else inside its top edge; inside the frame."""
     x1, y1, x2, _ = face["box"]
     text = f"{face['label']}: {face['probability'] * 100:.2f}%"
     (unit_width, _), _ = cv2.getTextSize(text, LABEL_FONT, 1.0, 1)
+    if unit_width * LABEL_SCALES[0] > x2 - x1:
+        text = f"{face['label']}: {face['probability'] * 100:.0f}%"
+        (unit_width, _), _ = cv2.getTextSize(text, LABEL_FONT, 1.0, 1)
     scale = min(max((x2 - x1) / unit_width, LABEL_SCALES[0]), LABEL_SCALES[1])
     thickness = max(1, round(2 * scale))
     (text_width, text_height), baseline = cv2.getTextSize(text, LABEL_FONT, scale, thickness)
