@@ -825,12 +825,13 @@ class CropFolder:
             write_image(target, frame[y1:y2, x1:x2])
             rows.append(row)
         new = {row["file"] for row in rows}
-        for old in self.rows.pop(stem, []):
+        for old in self.rows.get(stem, []):
             path = (self.folder / old["file"]).resolve()
             if old["file"] not in new and path.is_relative_to(self.folder.resolve()):
                 path.unlink(missing_ok=True)
-        if rows:
-            self.rows[stem] = rows
+        self.rows[stem] = rows  # in its old place
+        if not rows:
+            del self.rows[stem]
         self.faces += len(rows)
         self.photos += bool(rows)
         self.without_face += not rows
