@@ -30,6 +30,7 @@ import os
 import re
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import cv2
@@ -55,6 +56,7 @@ CLASS_FOLDERS = ("with_mask", "without_mask")  # train_mask_detector.py's class 
 MANIFEST = "manifest.csv"  # --crops: one row per crop, with the columns train_mask_detector.py reads
 MANIFEST_COLUMNS = ("file", "label", "source_image", "box_xyxy", "detector", "confidence")
 CROP_NAME = re.compile(r"(.*)_\d+\.jpg")  # a crop's file: <photo's stem>_<face number>.jpg
+MANIFEST_SHARE = 0.05  # --crops rewrites its manifest after a photo unless that would exceed this share of the time
 
 # ---- BEGIN SHARED BLOCK -----------------------------------------------------
 # The detect-and-classify step, verbatim in both scripts (each is standalone):
@@ -770,7 +772,8 @@ def crop_label(image, face):
 
 class CropFolder:
     """--crops DIR: each face's crop as the classifier sees it (classifier_box, clipped; native size) at
-    DIR/<stem>_<n>.jpg (crop_stems; n = the face's number), and DIR/manifest.csv, rewritten after each photo.
+    DIR/<stem>_<n>.jpg (crop_stems; n = the face's number), and DIR/manifest.csv, rewritten after each photo
+    (on long runs every few seconds: MANIFEST_SHARE) and by close().
     A rerun into a crop folder replaces the crops and rows of the photos it processes and keeps the others;
     a folder that is neither empty nor a crop folder (no manifest.csv) is refused."""
 
@@ -835,16 +838,22 @@ class CropFolder:
         self.faces += len(rows)
         self.photos += bool(rows)
         self.without_face += not rows
-        self.write_manifest()
+        if time.monotonic() - self.saved >= self.save_time / MANIFEST_SHARE:
+            self.write_manifest()
 
     def write_manifest(self):
+        start = time.monotonic()
         text = io.StringIO()
         writer = csv.DictWriter(text, MANIFEST_COLUMNS, extrasaction="ignore", lineterminator="\n")
         writer.writeheader()
         writer.writerows(row for rows in self.rows.values() for row in rows)
         write_atomically(self.manifest, text.getvalue().encode("utf-8"))
+        self.saved = time.monotonic()
+        self.save_time = self.saved - start
 
-    def summary(self):
+    def close(self):
+        """Write the manifest; the summary line."""
+        self.write_manifest()
         return f"crops: {self.faces} faces from {self.photos} photos; {self.without_face} photos without a face"
 
 
@@ -891,7 +900,7 @@ def run(args):
     if display:
         cv2.destroyAllWindows()
     if crops:
-        print(crops.summary(), file=sys.stderr)
+        print(crops.close(), file=sys.stderr)
     return 2 if failed else 0
 
 
