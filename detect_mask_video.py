@@ -61,8 +61,8 @@ RECONNECT_FIRST_S, RECONNECT_MAX_S = 0.5, 8.0  # wait before reopening a live so
 ON_PERSON_TIMEOUT_S = 60.0  # an --on-person command still running after this is killed
 PAGE = b"""<!doctype html><meta name="viewport" content="width=device-width"><title>Face mask detector</title>
 <img id="view" style="max-width:100%"><p id="counts">waiting for the first frame</p><script>view.src = "/stream.mjpg";
-setInterval(async () => { const c = await (await fetch("/counts.json")).json(); counts.textContent = `${c["Mask"]} with
-mask, ${c["No Mask"]} without mask, ${c["Too far to tell"]} too far to tell; ${c.fps} FPS`; }, 1000);</script>"""
+setInterval(async () => { const c = await (await fetch("/counts.json")).json(); counts.textContent = `${c.Mask} ` +
+`with mask, ${c["No Mask"]} without mask, ${c["Too far to tell"]} too far to tell; ${c.fps} FPS`; }, 1000);</script>"""
 WINDOW = "Face mask detector"
 
 # ---- BEGIN SHARED BLOCK -----------------------------------------------------

@@ -206,6 +206,7 @@ class MjpegServer:
         return f"http://127.0.0.1:{self.port}/stream.mjpg"
 
 
+@pytest.mark.slow
 def test_a_stream_that_stops_for_3_s_is_reopened_and_the_run_goes_on(tmp_path):
     server = MjpegServer(two_people(each=15))
     process = start_script("-i", server.url, "--json", "--max-frames", "120")
