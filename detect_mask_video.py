@@ -615,16 +615,9 @@ class Tracker:
         evidence = t["evidence"] or [mask_log_odds(t["face"], self.threshold)]
         p = 1 / (1 + math.exp(-sum(evidence) / len(evidence) - logit(self.threshold)))
         return {**t["face"], "box": [int(round(v)) for v in t["box"]], "id": t["id"], "label": t["label"],
-                "probability": p if t["label"] == LABELS[0] else 1 - p, "too_small": t["too_small"], "frame_label":
-                t["face"]["label"] if fresh else None, "frame_probability": round(t["face"]["probability"], 4) if fresh
-                else None}
-
-
-def person_json(t, event):
-    """A person's --json line, event "verdict" or "end"; label: the verdict (People.update) or TOO_FAR."""
-    return {"event": event, "person": t["id"], "first_frame": t["first_frame"], "last_frame": t["last_frame"],
-            "first_time": round(t["first_time"], 4), "last_time": round(t["last_time"], 4), "label":
-            t.get("verdict", TOO_FAR), "frames": t["frames"], "judged_frames": t["judged"]}
+                "too_small": t["too_small"], "probability": p if t["label"] == LABELS[0] else 1 - p,
+                "frame_label": t["face"]["label"] if fresh else None,
+                "frame_probability": round(t["face"]["probability"], 4) if fresh else None}
 
 
 class People:
@@ -645,29 +638,31 @@ class People:
             self.counts[t["verdict"]] += 1
             line = self.emit(t, "verdict")
             if self.args.on_person:
-                self.threads = [thread for thread in self.threads if thread.is_alive()]
-                self.threads.append(threading.Thread(target=self.run_command, args=[line.encode() + b"\n"]))
+                self.threads = [thread for thread in self.threads if thread.is_alive()] + [
+                    threading.Thread(target=self.run_command, args=[line.encode() + b"\n"])]
                 self.threads[-1].start()
             if self.args.snapshots:
                 path = Path(self.args.snapshots, time.strftime("%Y%m%d-%H%M%S-") + f"person{t['id']}.jpg")
-                temp = temp_path_beside(path)
-                temp.write_bytes(cv2.imencode(".jpg", frame)[1].tobytes())
+                (temp := temp_path_beside(path)).write_bytes(cv2.imencode(".jpg", frame)[1].tobytes())
                 os.replace(temp, path)
 
     def emit(self, t, event):
-        line = json.dumps(person_json(t, event))
+        """Track t's JSON line (printed with --json), event "verdict" or "end"; label: its verdict or TOO_FAR."""
+        line = json.dumps({"event": event, "person": t["id"], **{k: t[k] for k in ("first_frame", "last_frame")},
+                           **{k: round(t[k], 4) for k in ("first_time", "last_time")},
+                           "label": t.get("verdict", TOO_FAR), "frames": t["frames"], "judged_frames": t["judged"]})
         if self.args.json and not self.piped:
             print(line, flush=True)
         return line
 
     def run_command(self, data):
-        """--on-person CMD with data on stdin; outcomes: its exit status, "failed" to start, or "timed out" (killed)."""
+        """--on-person CMD with data on stdin; outcomes: its exit status, or the error (TimeoutExpired: killed)."""
         try:
-            command = shlex.split(self.args.on_person)
-            self.outcomes.append(subprocess.run(command, input=data, stdout=subprocess.DEVNULL,
-                                                timeout=ON_PERSON_TIMEOUT_S).returncode)
+            result = subprocess.run(shlex.split(self.args.on_person), input=data, stdout=subprocess.DEVNULL,
+                                    timeout=ON_PERSON_TIMEOUT_S)
+            self.outcomes.append(result.returncode)
         except (OSError, subprocess.TimeoutExpired) as exc:
-            self.outcomes.append("timed out" if isinstance(exc, subprocess.TimeoutExpired) else "failed")
+            self.outcomes.append(exc)
 
 
 class LiveView(http.server.ThreadingHTTPServer):
@@ -849,13 +844,11 @@ def check_output(output, source):
     if Path(source).exists() and output.resolve() == Path(source).resolve():
         raise UsageError(f"--output {output}: would overwrite the input video; choose another path")
     check_writable(output)
-    temp = temp_path_beside(output)
-    writer = cv2.VideoWriter(str(temp), cv2.VideoWriter_fourcc(*FOURCC[output.suffix.lower()]), DEFAULT_OUTPUT_FPS,
-                             (64, 64))
-    opened = writer.isOpened()
-    writer.release()
-    temp.unlink(missing_ok=True)
-    if not opened:
+    probe = Output(output, DEFAULT_OUTPUT_FPS)
+    with contextlib.suppress(RuntimeError):  # OpenCV could not start writing
+        probe.write(np.zeros((64, 64, 3), np.uint8))
+    probe.close(keep=False)
+    if not probe.frames:
         raise UsageError(f"--output {output}: OpenCV cannot write {output.suffix} video here; try .avi")
     return output
 
@@ -961,13 +954,13 @@ def process(args, capture, live, net, classifier, output, display, view=None, re
     fps = frames / max(time.perf_counter() - start, 1e-9)
     for thread in people.threads:
         thread.join()
+    timeouts = [o for o in people.outcomes if isinstance(o, subprocess.TimeoutExpired)]
     print(f"summary: {frames} frames, {source.failed if live else 0} dropped, {source.skipped if live else 0} "
           f"skipped, {source.reconnects if live else 0} reconnects, mean {fps:.1f} FPS, people (seen "
           f"{PERSON_MIN_FRAMES}+ frames): {people.counts['Mask']} with mask, {people.counts['No Mask']} without mask, "
           f"{people.counts[TOO_FAR]} too far to tell (faces under {args.min_face} px)" + (
-              f"; --on-person: {sum(o not in (0, 'timed out') for o in people.outcomes)} failed, "
-              f"{people.outcomes.count('timed out')} timed out" if args.on_person else ""),
-          file=sys.stderr)
+              f"; --on-person: {sum(o != 0 for o in people.outcomes) - len(timeouts)} failed, {len(timeouts)} timed out"
+              if args.on_person else ""), file=sys.stderr)
     return status
 
 

@@ -32,6 +32,10 @@ crops of matplotlib's grace_hopper.jpg, skimage's astronaut and examples/*.jpg):
 (f) face detectors: the pipeline's detect_and_classify per frame with CenterFace at the frame's own size
     (--face-detector centerface, its default) and with res10 at --detect-size 640 and at its default 300,
     chunks in turn (the order rotates); --detectors-only runs just this part.
+(g) at a door: detect_mask_video.py itself (subprocesses, the summary's mean FPS) on the test video plain,
+    with --serve and one MJPEG viewer reading the stream, and with --on-person 'sleep 5'; the three in
+    turn (the order rotates), --repeat rounds; FPS = all frames / all seconds of a kind. --door-only runs
+    just this part.
 
 Each video loop, and each classifier family, runs in its own subprocess so that the peak
 memory (RSS high-water mark, getrusage in the child) of one does not mix with another.
@@ -44,16 +48,20 @@ load (printed); compare the ratios of one run. Exit status: 0 all targets met, 1
 target missed or a measurement failed, 2 bad arguments (e.g. a model file missing).
 """
 import argparse
+import contextlib
 import hashlib
 import json
 import os
 import platform
+import re
 import resource
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+import urllib.request
 from pathlib import Path
 
 import cv2
@@ -83,7 +91,8 @@ READY_MARK, CHUNK_MARK = "BENCH_READY", "BENCH_CHUNK "
 CHUNK_FRAMES = 10  # frames each video loop runs before the other takes its turn
 # The 2020 tutorial's constants.
 REF_WIDTH, REF_SSD_SIZE, REF_MEAN, REF_CONFIDENCE = 400, 300, (104.0, 177.0, 123.0), 0.5
-TARGETS = {"fps_ratio": 4.0, "classifier_ms": 5.0, "image_tflite_s": 2.0, "detect_every_ratio": 2.0}
+TARGETS = {"fps_ratio": 4.0, "classifier_ms": 5.0, "image_tflite_s": 2.0, "detect_every_ratio": 2.0,
+           "door_ratio": 0.95}
 DETECT_EVERY = 3  # --detect-every timed against 1
 CAMERA_FPS = 30.0  # the simulated live camera: faster than the pipeline on this machine
 CAMERA_BUFFER = 4  # frames a camera driver queues for a reader that falls behind (V4L2's usual count)
@@ -166,7 +175,13 @@ def target_status(results):
     every = results.get("tracking", {}).get("ratio")
     detectors = results.get("detectors", {})
     centerface = detectors["centerface"]["fps"] / detectors["res10 640"]["fps"] if detectors else None
+    door = results.get("door", {}).get("ratio", {})
+    serve, on_person = door.get("serve"), door.get("on_person")
     return {
+        "--serve + viewer FPS >= 0.95x": (serve, TARGETS["door_ratio"], serve is not None and
+                                          serve >= TARGETS["door_ratio"]),
+        "--on-person sleep FPS >= 0.95x": (on_person, TARGETS["door_ratio"], on_person is not None and
+                                           on_person >= TARGETS["door_ratio"]),
         "centerface FPS >= res10 640": (centerface, 1.0, centerface is not None and centerface >= 1.0),
         "--detect-every 3 FPS >= 2x 1": (every, TARGETS["detect_every_ratio"],
                                           every is not None and every >= TARGETS["detect_every_ratio"]),
@@ -228,7 +243,7 @@ def format_table(results):
         found = ", ".join(f"{f['label']} {f['probability']:.2f}" for f in run["output"]["faces"]) or "none"
         lines.append(f"{'  -m ' + Path(run['model']).name:<34}{fmt(run['median_s'], 2):>9}   "
                      f"{', '.join(fmt(v, 2) for v in run['runs_s'])}; {found}")
-    lines += tracking_lines(results["tracking"]) + detector_lines(results["detectors"])
+    lines += tracking_lines(results["tracking"]) + detector_lines(results["detectors"]) + door_lines(results["door"])
     lines += ["", "targets:"]
     for name, (value, limit, met) in target_status(results).items():
         lines.append(f"  {name:<30} {fmt(value, 2):>8}  {'MET' if met else 'NOT MET'}")
@@ -255,6 +270,7 @@ def parse_args(argv=None):
     parser.add_argument("--json", type=Path, metavar="FILE", help="also write all results here as JSON")
     parser.add_argument("--tracking-only", action="store_true", help="only (e): --detect-every and live latency")
     parser.add_argument("--detectors-only", action="store_true", help="only (f): CenterFace against res10")
+    parser.add_argument("--door-only", action="store_true", help="only (g): --serve and --on-person against plain")
     # Internal: one measurement in a child process.
     parser.add_argument("--child", choices=("reference", "pipeline", "keras", "tflite"), help=argparse.SUPPRESS)
     parser.add_argument("--video", type=Path, help=argparse.SUPPRESS)
@@ -829,6 +845,62 @@ def tracking_lines(tracking):
     return lines
 
 
+DOOR_RUNS = {"plain": [], "serve": ["--serve", "0"], "on_person": ["--on-person", "sleep 5"]}  # (g)
+
+
+def read_stream(url, received):
+    """An MJPEG viewer: count each JPEG part of the stream at url into received[0] until the stream ends."""
+    with contextlib.suppress(OSError), urllib.request.urlopen(url, timeout=CHILD_TIMEOUT_S) as stream:
+        while stream.readline():  # the boundary line
+            headers = dict(line.decode().strip().split(": ", 1) for line in iter(stream.readline, b"\r\n"))
+            stream.read(int(headers["Content-Length"]))
+            stream.readline()
+            received[0] += 1
+
+
+def door_run(args, video, extra):
+    """(frames, mean FPS from the summary, frames a --serve viewer received) of one detect_mask_video.py run."""
+    command = [sys.executable, str(REPO / "detect_mask_video.py"), "-i", str(video), "-m", str(args.tflite_model),
+               "--no-display", *extra]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=child_env())
+    received, viewer = [0], None
+    if "--serve" in extra:
+        url = next(line.split()[-1] for line in process.stderr if line.startswith("live view: "))
+        viewer = threading.Thread(target=read_stream, args=(url + "stream.mjpg", received), daemon=True)
+        viewer.start()
+    err = process.communicate(timeout=CHILD_TIMEOUT_S)[1]
+    if viewer:
+        viewer.join(30)
+    found = re.search(r"summary: (\d+) frames, .* mean ([\d.]+) FPS", err)
+    if process.returncode != 0 or not found:
+        raise RuntimeError(f"detect_mask_video.py {' '.join(extra)} failed (exit {process.returncode}): {err[-800:]}")
+    return int(found.group(1)), float(found.group(2)), received[0]
+
+
+def measure_door(args, video, log):
+    """(g) detect_mask_video.py plain, with --serve + one viewer, with --on-person 'sleep 5': in turn."""
+    names, totals = list(DOOR_RUNS), {name: [0, 0.0, 0] for name in DOOR_RUNS}
+    for turn in range(args.repeat):
+        for name in names[turn % len(names):] + names[:turn % len(names)]:
+            log(f"door: round {turn + 1}/{args.repeat}, {name} ...")
+            frames, fps, received = door_run(args, video, DOOR_RUNS[name])
+            totals[name][0] += frames
+            totals[name][1] += frames / fps
+            totals[name][2] += received
+    fps = {name: frames / seconds for name, (frames, seconds, _) in totals.items()}
+    return {"fps": fps, "ratio": {name: fps[name] / fps["plain"] for name in ("serve", "on_person")},
+            "viewer_frames": totals["serve"][2], "serve_frames": totals["serve"][0]}
+
+
+def door_lines(door):
+    """The (g) rows of the report."""
+    fps, ratio = door["fps"], door["ratio"]
+    return ["", f"at a door, detect_mask_video.py (summary mean FPS, runs in turn): plain {fmt(fps['plain'])}, "
+            f"--serve + 1 viewer {fmt(fps['serve'])} (ratio {fmt(ratio['serve'], 3)}; the viewer received "
+            f"{door['viewer_frames']} of {door['serve_frames']} frames), --on-person 'sleep 5' "
+            f"{fmt(fps['on_person'])} (ratio {fmt(ratio['on_person'], 3)})"]
+
+
 def measure(args, workdir, log):
     """Everything, in one run; returns the results dict."""
     load_before = os.getloadavg()[0]
@@ -842,6 +914,8 @@ def measure(args, workdir, log):
         return {"tracking": measure_tracking(args, video, log)}
     if args.detectors_only:
         return {"detectors": measure_detectors(args, video, log)}
+    if args.door_only:
+        return {"door": measure_door(args, video, log)}
     log(f"video: reference and pipeline side by side, {CHUNK_FRAMES}-frame chunks in turn ...")
     video_side_by_side = measure_video(args, video, workdir, log)
 
@@ -891,7 +965,8 @@ def measure(args, workdir, log):
                      "python": platform.python_version(), "opencv": cv2.__version__,
                      "command": " ".join([Path(sys.executable).name, *sys.argv])},
             "video": video_side_by_side, "classifier": classifier, "image_script": image,
-            "tracking": measure_tracking(args, video, log), "detectors": measure_detectors(args, video, log)}
+            "tracking": measure_tracking(args, video, log), "detectors": measure_detectors(args, video, log),
+            "door": measure_door(args, video, log)}
 
 
 def main(argv=None):
@@ -921,7 +996,7 @@ def main(argv=None):
         print(f"error: {exc}", file=sys.stderr)
         return 1
     lines = (tracking_lines(results["tracking"]) if args.tracking_only else detector_lines(results["detectors"])
-             if args.detectors_only else format_table(results))
+             if args.detectors_only else door_lines(results["door"]) if args.door_only else format_table(results))
     print("\n".join(lines))
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n")
@@ -930,6 +1005,8 @@ def main(argv=None):
     if args.detectors_only:
         detectors = results["detectors"]
         return 0 if detectors["centerface"]["fps"] >= detectors["res10 640"]["fps"] else 1
+    if args.door_only:
+        return 0 if min(results["door"]["ratio"].values()) >= TARGETS["door_ratio"] else 1
     return 0 if all(met for _, _, met in target_status(results).values()) else 1
 
 
