@@ -677,8 +677,8 @@ class LiveView(http.server.ThreadingHTTPServer):
         except (OSError, ValueError, OverflowError) as exc:
             raise UsageError(f"--serve {address}: cannot listen there ({getattr(exc, 'strerror', None) or exc}); "
                              "give a free port, e.g. 8000 or 0.0.0.0:8000") from None
-        self.ready, self.encoding, self.closed, self.counts = threading.Condition(), threading.Lock(), False, {}
-        self.frame, self.number, self.jpeg = None, 0, (0, None)
+        self.ready, self.encoding, self.closed = threading.Condition(), threading.Lock(), False
+        self.frame, self.number, self.jpeg, self.counts = None, 0, (0, None), dict.fromkeys([*LABELS, TOO_FAR], 0)
         threading.Thread(target=self.serve_forever, daemon=True).start()
         print(f"live view: http://{host or '127.0.0.1'}:{self.server_address[1]}/", file=sys.stderr, flush=True)
 
@@ -784,8 +784,8 @@ def parse_args(argv=None):
     parser.add_argument("-i", "--input", default="0", metavar="SRC", help="camera index (digits), video file or "
                         "stream URL (default: %(default)s)")
     parser.add_argument("-o", "--output", metavar="FILE", help=f"save the annotated video ({' or '.join(FOURCC)})")
-    parser.add_argument("--json", action="store_true", help="print one JSON object per frame, and one per "
-                        "person when its track ends")
+    parser.add_argument("--json", action="store_true", help="print one JSON object per frame, and per person "
+                        "at its verdict and when its track ends")
     parser.add_argument("--detect-every", type=count(1), default=1, metavar="N", help="run the face detector on "
                         "every N-th frame; the tracker carries the boxes in between (default: %(default)s)")
     parser.add_argument("--max-frames", type=count(1), metavar="N", help="stop after N frames")
