@@ -244,7 +244,23 @@ def test_a_stream_that_never_comes_back_ends_the_run_and_keeps_the_output(tmp_pa
     assert summary(err)[0] > 0 and output.is_file() and cv2.VideoCapture(str(output)).read()[0]
 
 
-# --- the live view in a real browser (slow: Chromium plus a long video) ------------------------------------
+# --- the live view: newest frame only, encoded once, and in a real browser ---------------------------------
+
+def test_viewers_get_the_newest_frame_encoded_once_and_the_end(monkeypatch, capsys):
+    view, encode, encoded = v.LiveView("127.0.0.1:0"), cv2.imencode, []
+    monkeypatch.setattr(cv2, "imencode", lambda ext, image: encoded.append(image[0, 0, 0]) or encode(ext, image))
+    try:
+        for n in range(3):  # frames 1 and 2 are replaced before anyone asks: a slow viewer skips them
+            view.publish(np.full((8, 8, 3), n, np.uint8), {})
+        newest = [view.newest(0), view.newest(2)]  # two viewers
+        assert [number for number, _ in newest] == [3, 3] and newest[0][1] == newest[1][1] and encoded == [2]
+        waiter = threading.Thread(target=lambda: newest.append(view.newest(3)))
+        waiter.start()  # waits for a newer frame ...
+    finally:
+        view.close()  # ... and gets None at the end
+    waiter.join(5)
+    assert newest[-1] is None and capsys.readouterr().err.startswith("live view: http://127.0.0.1:")
+
 
 def read_mjpeg(url, parts):
     """Append (X-Frame number, JPEG bytes) of each part of the MJPEG stream at url until it ends."""
