@@ -59,6 +59,7 @@ TOO_SMALL_COLOR, TOO_FAR = (160, 160, 160), "Too far to tell"  # BGR grey box; l
 READER_STOP_S = 1.0  # seconds to wait at the end for the live reader's last read
 RECONNECT_FIRST_S, RECONNECT_MAX_S = 0.5, 8.0  # wait before reopening a live source, doubled per failure
 ON_PERSON_TIMEOUT_S = 60.0  # an --on-person command still running after this is killed
+STREAM_JPEG_QUALITY = 80  # --serve: 640x480 in ~1.7 ms and ~57 KB, against 2.5 ms and 133 KB at OpenCV's 95
 PAGE = b"""<!doctype html><meta name="viewport" content="width=device-width"><title>Face mask detector</title>
 <img id="view" style="max-width:100%"><p id="counts">waiting for the first frame</p><script>view.src = "/stream.mjpg";
 setInterval(async () => { const c = await (await fetch("/counts.json")).json(); counts.textContent = `${c.Mask} ` +
@@ -694,7 +695,8 @@ class LiveView(http.server.ThreadingHTTPServer):
             frame, number = self.frame, self.number
         with self.encoding:
             if number > self.jpeg[0]:
-                self.jpeg = number, cv2.imencode(".jpg", frame)[1].tobytes()
+                jpeg = cv2.imencode(".jpg", frame, [cv2.IMWRITE_JPEG_QUALITY, STREAM_JPEG_QUALITY])[1]
+                self.jpeg = number, jpeg.tobytes()
             return None if self.closed else self.jpeg
 
     def close(self):

@@ -859,7 +859,8 @@ def read_stream(url, received):
 
 
 def door_run(args, video, extra):
-    """(frames, mean FPS from the summary, frames a --serve viewer received) of one detect_mask_video.py run."""
+    """(frames, mean FPS from the summary, frames a --serve viewer received, verdicts) of one detect_mask_video.py
+    run; verdicts: people with a Mask / No Mask verdict (with --on-person, the commands started)."""
     command = [sys.executable, str(REPO / "detect_mask_video.py"), "-i", str(video), "-m", str(args.tflite_model),
                "--no-display", *extra]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=child_env())
@@ -871,25 +872,30 @@ def door_run(args, video, extra):
     err = process.communicate(timeout=CHILD_TIMEOUT_S)[1]
     if viewer:
         viewer.join(30)
-    found = re.search(r"summary: (\d+) frames, .* mean ([\d.]+) FPS", err)
+    found = re.search(r"summary: (\d+) frames, .* mean ([\d.]+) FPS, .*: (\d+) with mask, (\d+) without mask", err)
     if process.returncode != 0 or not found:
         raise RuntimeError(f"detect_mask_video.py {' '.join(extra)} failed (exit {process.returncode}): {err[-800:]}")
-    return int(found.group(1)), float(found.group(2)), received[0]
+    frames, fps, with_mask, without = found.groups()
+    return int(frames), float(fps), received[0], int(with_mask) + int(without)
 
 
 def measure_door(args, video, log):
     """(g) detect_mask_video.py plain, with --serve + one viewer, with --on-person 'sleep 5': in turn."""
-    names, totals = list(DOOR_RUNS), {name: [0, 0.0, 0] for name in DOOR_RUNS}
+    names, totals = list(DOOR_RUNS), {name: [0, 0.0, 0, 0] for name in DOOR_RUNS}
+    runs = {name: [] for name in DOOR_RUNS}
     for turn in range(args.repeat):
         for name in names[turn % len(names):] + names[:turn % len(names)]:
             log(f"door: round {turn + 1}/{args.repeat}, {name} ...")
-            frames, fps, received = door_run(args, video, DOOR_RUNS[name])
+            frames, fps, received, verdicts = door_run(args, video, DOOR_RUNS[name])
             totals[name][0] += frames
             totals[name][1] += frames / fps
             totals[name][2] += received
-    fps = {name: frames / seconds for name, (frames, seconds, _) in totals.items()}
+            totals[name][3] += verdicts
+            runs[name].append(fps)
+    fps = {name: frames / seconds for name, (frames, seconds, _, _) in totals.items()}
     return {"fps": fps, "ratio": {name: fps[name] / fps["plain"] for name in ("serve", "on_person")},
-            "viewer_frames": totals["serve"][2], "serve_frames": totals["serve"][0]}
+            "viewer_frames": totals["serve"][2], "serve_frames": totals["serve"][0],
+            "commands": totals["on_person"][3], "fps_runs": runs}
 
 
 def door_lines(door):
@@ -898,7 +904,9 @@ def door_lines(door):
     return ["", f"at a door, detect_mask_video.py (summary mean FPS, runs in turn): plain {fmt(fps['plain'])}, "
             f"--serve + 1 viewer {fmt(fps['serve'])} (ratio {fmt(ratio['serve'], 3)}; the viewer received "
             f"{door['viewer_frames']} of {door['serve_frames']} frames), --on-person 'sleep 5' "
-            f"{fmt(fps['on_person'])} (ratio {fmt(ratio['on_person'], 3)})"]
+            f"{fmt(fps['on_person'])} (ratio {fmt(ratio['on_person'], 3)}; {door['commands']} commands started)",
+            "  FPS of each run: " + "; ".join(f"{name} {', '.join(fmt(x) for x in runs)}"
+                                             for name, runs in door["fps_runs"].items())]
 
 
 def measure(args, workdir, log):

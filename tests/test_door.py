@@ -248,7 +248,7 @@ def test_a_stream_that_never_comes_back_ends_the_run_and_keeps_the_output(tmp_pa
 
 def test_viewers_get_the_newest_frame_encoded_once_and_the_end(monkeypatch, capsys):
     view, encode, encoded = v.LiveView("127.0.0.1:0"), cv2.imencode, []
-    monkeypatch.setattr(cv2, "imencode", lambda ext, image: encoded.append(image[0, 0, 0]) or encode(ext, image))
+    monkeypatch.setattr(cv2, "imencode", lambda ext, image, *rest: encoded.append(image[0, 0, 0]) or encode(ext, image))
     try:
         for n in range(3):  # frames 1 and 2 are replaced before anyone asks: a slow viewer skips them
             view.publish(np.full((8, 8, 3), n, np.uint8), {})
