@@ -120,6 +120,7 @@ def test_missing_on_person_program_is_one_line(stub_run, capsys):
 
 def test_the_drawn_fps_is_the_mean_rate_of_the_recent_frames(monkeypatch, tmp_path, capsys):
     model, _ = use_stub_classifier(monkeypatch, tmp_path)
+    monkeypatch.setattr(v, "FPS_WINDOW_S", 60.0)  # the window spans the whole run: the same frames as the mean's
     clip = write_video(tmp_path / "clip.avi", walk(grace_hopper(), 120), 10.0)
     drawn, draw = [], v.draw
     monkeypatch.setattr(v, "draw", lambda frame, faces, fps: drawn.append(fps) or draw(frame, faces, fps))
