@@ -32,7 +32,7 @@ crops of matplotlib's grace_hopper.jpg, skimage's astronaut and examples/*.jpg):
 (f) face detectors: the pipeline's detect_and_classify per frame with CenterFace at the frame's own size
     (--face-detector centerface, its default) and with res10 at --detect-size 640 and at its default 300,
     chunks in turn (the order rotates); --detectors-only runs just this part.
-(g) at a door: detect_mask_video.py itself (subprocesses, the summary's mean FPS) on the test video plain,
+(i) at a door: detect_mask_video.py itself (subprocesses, the summary's mean FPS) on the test video plain,
     with --serve and one MJPEG viewer reading the stream, and with --on-person 'sleep 5'; the three in
     turn (the order rotates), --repeat rounds; FPS = all frames / all seconds of a kind. --door-only runs
     just this part.
@@ -270,7 +270,7 @@ def parse_args(argv=None):
     parser.add_argument("--json", type=Path, metavar="FILE", help="also write all results here as JSON")
     parser.add_argument("--tracking-only", action="store_true", help="only (e): --detect-every and live latency")
     parser.add_argument("--detectors-only", action="store_true", help="only (f): CenterFace against res10")
-    parser.add_argument("--door-only", action="store_true", help="only (g): --serve and --on-person against plain")
+    parser.add_argument("--door-only", action="store_true", help="only (i): --serve and --on-person against plain")
     # Internal: one measurement in a child process.
     parser.add_argument("--child", choices=("reference", "pipeline", "keras", "tflite"), help=argparse.SUPPRESS)
     parser.add_argument("--video", type=Path, help=argparse.SUPPRESS)
@@ -845,7 +845,7 @@ def tracking_lines(tracking):
     return lines
 
 
-DOOR_RUNS = {"plain": [], "serve": ["--serve", "0"], "on_person": ["--on-person", "sleep 5"]}  # (g)
+DOOR_RUNS = {"plain": [], "serve": ["--serve", "0"], "on_person": ["--on-person", "sleep 5"]}  # (i)
 
 
 def read_stream(url, received):
@@ -880,7 +880,7 @@ def door_run(args, video, extra):
 
 
 def measure_door(args, video, log):
-    """(g) detect_mask_video.py plain, with --serve + one viewer, with --on-person 'sleep 5': in turn."""
+    """(i) detect_mask_video.py plain, with --serve + one viewer, with --on-person 'sleep 5': in turn."""
     names, totals = list(DOOR_RUNS), {name: [0, 0.0, 0, 0] for name in DOOR_RUNS}
     runs = {name: [] for name in DOOR_RUNS}
     for turn in range(args.repeat):
@@ -899,7 +899,7 @@ def measure_door(args, video, log):
 
 
 def door_lines(door):
-    """The (g) rows of the report."""
+    """The (i) rows of the report."""
     fps, ratio = door["fps"], door["ratio"]
     return ["", f"at a door, detect_mask_video.py (summary mean FPS, runs in turn): plain {fmt(fps['plain'])}, "
             f"--serve + 1 viewer {fmt(fps['serve'])} (ratio {fmt(ratio['serve'], 3)}; the viewer received "
