@@ -10,19 +10,26 @@ Each frame: faces from OpenCV's res10 SSD detector (at each --detect-size, merge
 (--face-detector centerface, at the frame's own size), all classified in one batch by the MobileNetV2 mask
 classifier (-m: .tflite or .keras; a legacy 2020 .model/.h5 is converted once with train_mask_detector.py
 --convert); --detect-every N runs the detector on every N-th frame only. Faces are tracked: each has an id
-and a label from its track's recent evidence. --json prints one JSON object per frame and one per person
-when its track ends; -o saves the annotated video (.mp4 or .avi; a temp file renamed at the end, also after
-q or Ctrl-C). A camera or stream is read in a thread that keeps only the newest frame. The summary on
+and a label from its track's recent faces of --min-face px or more (smaller: drawn grey). --json prints one
+JSON object per frame and per person: "verdict" once its track has PERSON_MIN_FRAMES such frames (also piped
+into --on-person CMD, its frame saved in --snapshots DIR) and "end"; -o saves the annotated video (.mp4 or .avi;
+a temp file renamed at the end, also after q or Ctrl-C); --serve [HOST:]PORT shows it on a web page. A camera
+or stream is read in a thread that keeps only the newest frame, and reopened when it stops. The summary on
 stderr counts people. Exit status: 0 ok, 2 bad arguments or a source that cannot be opened, 1 other failures.
 """
 import argparse
+import collections
 import contextlib
 import functools
 import hashlib
+import http.server
 import importlib.metadata
 import json
 import math
 import os
+import shlex
+import shutil
+import subprocess
 import sys
 import tempfile
 import threading
@@ -38,15 +45,25 @@ DEFAULT_DETECT_SIZES = {"res10": (300,), "centerface": (0,)}
 FOURCC = {".mp4": "mp4v", ".avi": "MJPG"}
 DEFAULT_OUTPUT_FPS = 30.0  # when the source reports no frame rate (most cameras via V4L2 do)
 DEFAULT_MAX_FAILURES = 30  # about one second of a 30 FPS camera
-FPS_SMOOTHING = 0.9  # weight of the previous value in the displayed FPS
+FPS_WINDOW_S = 2.0  # the FPS drawn and served: frames over the last this many seconds
 # Tracking, tuned on ../shared/validation/scene_video.py's video (tests/RESULTS.md, "Tracking").
 TRACK_MIN_IOU = 0.2  # a face continues the track whose carried box it overlaps this much (IoU), best first
 TRACK_MAX_MISSES = 10  # detector passes a track may go unmatched (res10 loses small faces for up to ~8 frames)
 LABEL_WINDOW = 15  # detector passes of Mask log-odds whose mean gives a track's label
 LABEL_HYSTERESIS = 0.05  # |mean log-odds| the other label must pass to take over (more keeps wrong first labels)
 SCENE_CUT = 20.0  # mean |difference| (0-255) of consecutive 32x24 grey thumbnails that ends all tracks
-PERSON_MIN_FRAMES = 5  # frames a track must be shown to count as a person
+PERSON_MIN_FRAMES = 5  # frames a track must be shown to be a person, and judged (face >= --min-face) for a verdict
+# px (sqrt(w * h)); CenterFace's labels on ../shared/validation/scenes: 0.86 right under 20, 0.97 at 20-40
+DEFAULT_MIN_FACE = 20  # (tests/score_scenes.py; tests/RESULTS.md, "Door camera")
+TOO_SMALL_COLOR, TOO_FAR = (160, 160, 160), "Too far to tell"  # BGR grey box; label of a person never judged
 READER_STOP_S = 1.0  # seconds to wait at the end for the live reader's last read
+RECONNECT_FIRST_S, RECONNECT_MAX_S = 0.5, 8.0  # wait before reopening a live source, doubled per failure
+ON_PERSON_TIMEOUT_S = 60.0  # an --on-person command still running after this is killed
+STREAM_JPEG_QUALITY = 80  # --serve: 640x480 in ~1.7 ms and ~57 KB, against 2.5 ms and 133 KB at OpenCV's 95
+PAGE = b"""<!doctype html><meta name="viewport" content="width=device-width"><title>Face mask detector</title>
+<img id="view" style="max-width:100%"><p id="counts">waiting for the first frame</p><script>view.src = "/stream.mjpg";
+setInterval(async () => { const c = await (await fetch("/counts.json")).json(); counts.textContent = `${c.Mask} ` +
+`with mask, ${c["No Mask"]} without mask, ${c["Too far to tell"]} too far to tell; ${c.fps} FPS`; }, 1000);</script>"""
 WINDOW = "Face mask detector"
 
 # ---- BEGIN SHARED BLOCK -----------------------------------------------------
@@ -582,10 +599,11 @@ def steady_label(label, evidence, hysteresis=LABEL_HYSTERESIS):
 
 class Tracker:
     """Faces followed across frames by box overlap: ids, boxes carried at their last speed between detector
-    passes, labels from the recent evidence (steady_label), and the tracks that ended."""
+    passes, labels from the recent evidence of faces of min_face px or more (steady_label), the frames judged
+    (shown with such a face), and the tracks that ended."""
 
-    def __init__(self, threshold, window=LABEL_WINDOW, max_misses=TRACK_MAX_MISSES):
-        self.threshold, self.window, self.max_misses = threshold, window, max_misses
+    def __init__(self, threshold, min_face=0, window=LABEL_WINDOW, max_misses=TRACK_MAX_MISSES):
+        self.threshold, self.min_face, self.window, self.max_misses = threshold, min_face, window, max_misses
         self.tracks, self.next_id = [], 1
 
     def update(self, faces, frame, seconds, cut=False):
@@ -602,47 +620,163 @@ class Tracker:
                 t = self.tracks[matched[j]]
                 t["speed"] = [(b - a) / max(frame - t["seen"], 1) for a, b in zip(t["face"]["box"], face["box"])]
             else:
-                t = {"id": self.next_id, "first_frame": frame, "first_time": seconds, "frames": 0, "evidence": [],
-                     "total": 0.0, "speed": [0.0] * 4, "label": face["label"]}
+                t = {"id": self.next_id, "first_frame": frame, "first_time": seconds, "frames": 0, "judged": 0,
+                     "evidence": [], "total": 0.0, "speed": [0.0] * 4, "label": face["label"]}
                 self.next_id += 1
                 self.tracks.append(t)
-            t["evidence"] = (t["evidence"] + [mask_log_odds(face, self.threshold)])[-self.window:]
-            t.update(total=t["total"] + t["evidence"][-1], box=list(face["box"]), seen=frame, misses=0, face=face,
-                     label=steady_label(t["label"], t["evidence"]))
+            x1, y1, x2, y2 = t["box"] = list(face["box"])
+            t.update(seen=frame, misses=0, face=face, too_small=(x2 - x1) * (y2 - y1) < self.min_face ** 2)
+            if not t["too_small"]:
+                t["evidence"] = (t["evidence"] + [mask_log_odds(face, self.threshold)])[-self.window:]
+                t.update(total=t["total"] + t["evidence"][-1], label=steady_label(t["label"], t["evidence"]))
             shown.append(t)
         ended += [t for t in self.tracks if t["misses"] > self.max_misses]
         self.tracks = [t for t in self.tracks if t["misses"] <= self.max_misses]
         for t in shown:
             t.update(last_frame=frame, last_time=seconds, frames=t["frames"] + 1)
+            t["judged"] += not t["too_small"]
         return [self.shown(t, t["seen"] == frame) for t in shown], ended
 
     def shown(self, t, fresh):
         """Track t's face as drawn and printed (frame_label/frame_probability None where carried)."""
-        p = 1 / (1 + math.exp(-sum(t["evidence"]) / len(t["evidence"]) - logit(self.threshold)))
+        evidence = t["evidence"] or [mask_log_odds(t["face"], self.threshold)]
+        p = 1 / (1 + math.exp(-sum(evidence) / len(evidence) - logit(self.threshold)))
         return {**t["face"], "box": [int(round(v)) for v in t["box"]], "id": t["id"], "label": t["label"],
-                "probability": p if t["label"] == LABELS[0] else 1 - p, "frame_label": t["face"]["label"] if fresh
-                else None, "frame_probability": round(t["face"]["probability"], 4) if fresh else None}
+                "too_small": t["too_small"], "probability": p if t["label"] == LABELS[0] else 1 - p,
+                "frame_label": t["face"]["label"] if fresh else None,
+                "frame_probability": round(t["face"]["probability"], 4) if fresh else None}
 
 
-def person_json(t):
-    """The --json line of an ended track; its verdict is the sign of its mean evidence over all its frames."""
-    return {"person": t["id"], "first_frame": t["first_frame"], "last_frame": t["last_frame"], "first_time":
-            round(t["first_time"], 4), "last_time": round(t["last_time"], 4), "label": LABELS[t["total"] < 0],
-            "frames": t["frames"]}
+class People:
+    """Person events and counts: a verdict once a track has PERSON_MIN_FRAMES judged frames (printed with --json,
+    its frame saved by --snapshots, its line piped into --on-person in a thread), an end line when it ends."""
+
+    def __init__(self, args):
+        self.args, self.piped, self.threads, self.outcomes = args, False, [], []
+        self.counts = dict.fromkeys([*LABELS, TOO_FAR], 0)
+
+    def update(self, tracks, ended, frame=None):
+        """Print the ended tracks' end lines; settle the verdicts due among tracks (frame: drawn, for snapshots)."""
+        for t in (t for t in ended if t["frames"] >= PERSON_MIN_FRAMES):
+            self.counts[TOO_FAR] += "verdict" not in t
+            self.emit(t, "end")
+        for t in [t for t in tracks if t["judged"] >= PERSON_MIN_FRAMES and "verdict" not in t]:
+            t["verdict"] = LABELS[t["total"] < 0]
+            self.counts[t["verdict"]] += 1
+            line = self.emit(t, "verdict")
+            if self.args.on_person:
+                self.threads = [thread for thread in self.threads if thread.is_alive()] + [
+                    threading.Thread(target=self.run_command, args=[line.encode() + b"\n"])]
+                self.threads[-1].start()
+            if self.args.snapshots:
+                path = Path(self.args.snapshots, time.strftime("%Y%m%d-%H%M%S-") + f"person{t['id']}.jpg")
+                (temp := temp_path_beside(path)).write_bytes(cv2.imencode(".jpg", frame)[1].tobytes())
+                os.replace(temp, path)
+
+    def emit(self, t, event):
+        """Track t's JSON line (printed with --json), event "verdict" or "end"; label: its verdict or TOO_FAR."""
+        line = json.dumps({"event": event, "person": t["id"], **{k: t[k] for k in ("first_frame", "last_frame")},
+                           **{k: round(t[k], 4) for k in ("first_time", "last_time")},
+                           "label": t.get("verdict", TOO_FAR), "frames": t["frames"], "judged_frames": t["judged"]})
+        if self.args.json and not self.piped:
+            print(line, flush=True)
+        return line
+
+    def run_command(self, data):
+        """--on-person CMD with data on stdin; outcomes: its exit status, or the error (TimeoutExpired: killed)."""
+        try:
+            result = subprocess.run(shlex.split(self.args.on_person), input=data, stdout=subprocess.DEVNULL,
+                                    timeout=ON_PERSON_TIMEOUT_S)
+            self.outcomes.append(result.returncode)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            self.outcomes.append(exc)
+
+
+class LiveView(http.server.ThreadingHTTPServer):
+    """--serve: the page at /, the annotated frames as MJPEG at /stream.mjpg and the counts at /counts.json.
+    publish() only swaps in the newest frame; the first viewer to ask encodes it (once); a slow viewer skips."""
+    daemon_threads = True
+
+    def __init__(self, address):
+        host, _, port = address.rpartition(":")
+        try:
+            super().__init__((host or "127.0.0.1", int(port)), LiveViewHandler)
+        except (OSError, ValueError, OverflowError) as exc:
+            raise UsageError(f"--serve {address}: cannot listen there ({getattr(exc, 'strerror', None) or exc}); "
+                             "give a free port, e.g. 8000 or 0.0.0.0:8000") from None
+        self.ready, self.encoding, self.closed = threading.Condition(), threading.Lock(), False
+        self.frame, self.number, self.jpeg, self.counts = None, 0, (0, None), dict.fromkeys([*LABELS, TOO_FAR], 0)
+        threading.Thread(target=self.serve_forever, daemon=True).start()
+        print(f"live view: http://{host or '127.0.0.1'}:{self.server_address[1]}/", file=sys.stderr, flush=True)
+
+    def publish(self, frame, counts):
+        with self.ready:
+            self.frame, self.number, self.counts = frame, self.number + 1, counts
+            self.ready.notify_all()
+
+    def newest(self, after):
+        """(number, JPEG) of the newest frame, waiting for one newer than after; None once closed."""
+        with self.ready:
+            self.ready.wait_for(lambda: self.number > after or self.closed)
+            frame, number = self.frame, self.number
+        with self.encoding:
+            if number > self.jpeg[0]:
+                jpeg = cv2.imencode(".jpg", frame, [cv2.IMWRITE_JPEG_QUALITY, STREAM_JPEG_QUALITY])[1]
+                self.jpeg = number, jpeg.tobytes()
+            return None if self.closed else self.jpeg
+
+    def close(self):
+        with self.ready:
+            self.closed = True
+            self.ready.notify_all()
+        self.shutdown()
+        self.server_close()
+
+
+class LiveViewHandler(http.server.BaseHTTPRequestHandler):
+    timeout = 30.0  # seconds a --serve viewer may take no data before it is dropped
+    kinds = {"/": "text/html; charset=utf-8", "/counts.json": "application/json",
+             "/stream.mjpg": "multipart/x-mixed-replace; boundary=frame"}
+
+    def do_GET(self):
+        if self.path not in self.kinds:
+            return self.send_error(404)
+        self.send_response(200)
+        self.send_header("Content-Type", self.kinds[self.path])
+        self.end_headers()
+        if self.path != "/stream.mjpg":
+            return self.wfile.write(PAGE if self.path == "/" else json.dumps(self.server.counts).encode())
+        number = 0
+        with contextlib.suppress(ConnectionError, TimeoutError):  # the viewer went away
+            while newest := self.server.newest(number):
+                number, jpeg = newest
+                self.wfile.write(b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: %d\r\nX-Frame: %d\r\n\r\n"
+                                 b"%s\r\n" % (len(jpeg), number, jpeg))
+
+    def log_message(self, *args):  # no line per request
+        pass
 
 
 class LatestFrame(threading.Thread):
     """Reads a live capture in a thread; read() waits for and hands over only the newest frame. Counts failed
-    reads (failures: in a row), and frames replaced unseen (skipped); stops after max_failures in a row."""
+    reads (failures: in a row), and frames replaced unseen (skipped); stops after max_failures in a row. With
+    reopen (-> a new capture), a failed read is followed by a wait (back-off) and a reopen (reconnects)."""
 
-    def __init__(self, capture, max_failures):
+    def __init__(self, capture, max_failures, reopen=None):
         super().__init__(daemon=True)
-        self.capture, self.max_failures, self.ready = capture, max_failures, threading.Condition()
+        self.capture, self.max_failures, self.reopen, self.ready = capture, max_failures, reopen, threading.Condition()
         self.frame, self.error, self.done, self.failed, self.failures, self.skipped = None, None, False, 0, 0, 0
+        self.reconnects, self.stopped = 0, threading.Event()
         self.start()
 
     def run(self):
         while not self.done:
+            if self.failures and self.reopen and not self.stopped.wait(
+                    min(RECONNECT_FIRST_S * 2 ** (self.failures - 1), RECONNECT_MAX_S)):
+                self.capture.release()
+                with contextlib.suppress(UsageError):  # not back yet: the released capture's read fails
+                    self.capture = self.reopen()
+                    self.reconnects += 1
             try:
                 ok, frame = self.capture.read()
             except BaseException as exc:  # noqa: BLE001 - raised in the loop by read()
@@ -666,7 +800,10 @@ class LatestFrame(threading.Thread):
     def stop(self):
         with self.ready:
             self.done = True
+        self.stopped.set()
         self.join(READER_STOP_S)
+        if self.reopen:
+            self.capture.release()
 
 
 def parse_args(argv=None):
@@ -675,15 +812,36 @@ def parse_args(argv=None):
     parser.add_argument("-i", "--input", default="0", metavar="SRC", help="camera index (digits), video file or "
                         "stream URL (default: %(default)s)")
     parser.add_argument("-o", "--output", metavar="FILE", help=f"save the annotated video ({' or '.join(FOURCC)})")
-    parser.add_argument("--json", action="store_true", help="print one JSON object per frame, and one per "
-                        "person when its track ends")
+    parser.add_argument("--json", action="store_true", help="print one JSON object per frame, and per person "
+                        "at its verdict and when its track ends")
     parser.add_argument("--detect-every", type=count(1), default=1, metavar="N", help="run the face detector on "
                         "every N-th frame; the tracker carries the boxes in between (default: %(default)s)")
     parser.add_argument("--max-frames", type=count(1), metavar="N", help="stop after N frames")
     parser.add_argument("--max-failures", type=count(0), default=DEFAULT_MAX_FAILURES, metavar="N", help="failed "
-                        "reads in a row tolerated from a camera or stream (default: %(default)s); files just end")
+                        "reads in a row tolerated from a camera or stream, each followed by a reopen after "
+                        f"{RECONNECT_FIRST_S} s doubling to {RECONNECT_MAX_S} s (default: %(default)s); files just end")
+    parser.add_argument("--min-face", type=count(0), default=DEFAULT_MIN_FACE, metavar="PX", help="faces smaller "
+                        "(sqrt(w * h)) are drawn grey and never decide a label (default: %(default)s)")
+    parser.add_argument("--serve", metavar="[HOST:]PORT", help="serve the annotated video and "
+                        "counts on a web page (host 127.0.0.1 unless named; 0.0.0.0 = all interfaces)")
+    parser.add_argument("--on-person", metavar="CMD", help="run CMD with each verdict's JSON line on stdin, in the "
+                        f"background (killed after {ON_PERSON_TIMEOUT_S:g} s)")
+    parser.add_argument("--snapshots", metavar="DIR", help="save the annotated frame of each person's verdict here")
     add_shared_arguments(parser, DEFAULT_DETECT_SIZES)
     return with_detector_defaults(parser.parse_args(argv), DEFAULT_DETECT_SIZES)
+
+
+def check_events(args):
+    """Raise UsageError unless --on-person names a program found and --snapshots a writable folder."""
+    if args.on_person and not shutil.which((shlex.split(args.on_person) or [""])[0]):
+        raise UsageError(f"--on-person {args.on_person!r}: no such program; give a command on PATH or its path")
+    try:
+        if args.snapshots:
+            os.makedirs(args.snapshots, exist_ok=True)
+            temp_path_beside(Path(args.snapshots, "probe")).unlink()
+    except OSError as exc:
+        raise UsageError(f"--snapshots {args.snapshots}: cannot write there ({exc.strerror}); choose another "
+                         "folder") from None
 
 
 def open_source(source):
@@ -714,13 +872,11 @@ def check_output(output, source):
     if Path(source).exists() and output.resolve() == Path(source).resolve():
         raise UsageError(f"--output {output}: would overwrite the input video; choose another path")
     check_writable(output)
-    temp = temp_path_beside(output)
-    writer = cv2.VideoWriter(str(temp), cv2.VideoWriter_fourcc(*FOURCC[output.suffix.lower()]), DEFAULT_OUTPUT_FPS,
-                             (64, 64))
-    opened = writer.isOpened()
-    writer.release()
-    temp.unlink(missing_ok=True)
-    if not opened:
+    probe = Output(output, DEFAULT_OUTPUT_FPS)
+    with contextlib.suppress(RuntimeError):  # OpenCV could not start writing
+        probe.write(np.zeros((64, 64, 3), np.uint8))
+    probe.close(keep=False)
+    if not probe.frames:
         raise UsageError(f"--output {output}: OpenCV cannot write {output.suffix} video here; try .avi")
     return output
 
@@ -754,28 +910,24 @@ class Output:
 
 
 def draw(frame, faces, fps):
-    """draw_faces, each face's track id inside its box's lower left corner, and the FPS."""
-    draw_faces(frame, faces)
+    """draw_faces (those too small: a grey box), each face's track id inside its box's lower left corner, the FPS."""
+    draw_faces(frame, [face for face in faces if not face["too_small"]])
     for face in faces:
+        color = TOO_SMALL_COLOR if face["too_small"] else COLORS[face["label"]]
+        cv2.rectangle(frame, face["box"][:2], face["box"][2:], color, 1 if face["too_small"] else 2)
         cv2.putText(frame, f"#{face['id']}", (face["box"][0] + 4, face["box"][3] - 6), cv2.FONT_HERSHEY_SIMPLEX,
-                    0.45, COLORS[face["label"]], 2)
+                    0.45, color, 2)
     cv2.putText(frame, f"FPS: {fps:.1f}", (10, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (255, 255, 0), 2)
 
 
-def process(args, capture, live, net, classifier, output, display):
+def process(args, capture, live, net, classifier, output, display, view=None, reopen=None):
     """The frame loop; returns the exit status. Writes the output also on q and Ctrl-C."""
     source_fps = fps if 0 < (fps := capture.get(cv2.CAP_PROP_FPS)) < 1000 else 0.0
     writer = Output(output, source_fps or DEFAULT_OUTPUT_FPS) if output else None
-    source = LatestFrame(capture, args.max_failures) if live else capture
-    tracker = Tracker(args.mask_threshold)
-    people, frames, status, smoothed, piped, previous = {label: 0 for label in LABELS}, 0, 0, None, False, None
-    start = last = time.perf_counter()
-
-    def count_people(tracks):  # ended tracks seen long enough are people; --json prints them
-        for t in (t for t in tracks if t["frames"] >= PERSON_MIN_FRAMES):
-            people[person_json(t)["label"]] += 1
-            if args.json and not piped:
-                print(json.dumps(person_json(t)), flush=True)
+    source = LatestFrame(capture, args.max_failures, reopen) if live else capture
+    tracker, people, times = Tracker(args.mask_threshold, args.min_face), People(args), collections.deque()
+    frames, status, previous = 0, 0, None
+    start = time.perf_counter()
     try:
         while args.max_frames is None or frames < args.max_frames:
             ok, frame = source.read()
@@ -794,17 +946,18 @@ def process(args, capture, live, net, classifier, output, display):
             found = None if frames % args.detect_every and not cut else detect_and_classify(
                 frame, net, classifier, args.confidence, args.detect_size, args.nms, args.mask_threshold)
             faces, ended = tracker.update(found, frames, seconds, cut)
-            now = time.perf_counter()
-            rate = 1.0 / max(now - last, 1e-6)
-            smoothed = rate if smoothed is None else FPS_SMOOTHING * smoothed + (1 - FPS_SMOOTHING) * rate
-            last = now
+            times.append(time.perf_counter())
+            while times[0] < times[-1] - FPS_WINDOW_S:
+                times.popleft()
+            fps = (len(times) - 1) / max(times[-1] - times[0], 1e-6)
             if args.json:
                 faces_json = [face_json(f) for f in faces]
                 print(json.dumps({"frame": frames, "time": round(seconds, 4), "faces": faces_json}), flush=True)
-            count_people(ended)
             frames += 1
-            if writer or display:
-                draw(frame, faces, smoothed)
+            draw(frame, faces, fps)
+            people.update(tracker.tracks, ended, frame)
+            if view:
+                view.publish(frame, {**people.counts, "fps": round(fps, 1), "frames": frames})
             if writer:
                 writer.write(frame)
             if display:
@@ -815,7 +968,7 @@ def process(args, capture, live, net, classifier, output, display):
         status = 130
     except BrokenPipeError:  # --json piped into e.g. head: stop like q
         silence_stdout()
-        piped = True
+        people.piped = True
     except BaseException:
         if writer:
             writer.close(keep=False)
@@ -825,25 +978,35 @@ def process(args, capture, live, net, classifier, output, display):
             source.stop()
     if writer:
         writer.close()
-    count_people(tracker.tracks)
+    people.update([], tracker.tracks)
     fps = frames / max(time.perf_counter() - start, 1e-9)
+    for thread in people.threads:
+        thread.join()
+    timeouts = [o for o in people.outcomes if isinstance(o, subprocess.TimeoutExpired)]
     print(f"summary: {frames} frames, {source.failed if live else 0} dropped, {source.skipped if live else 0} "
-          f"skipped, mean {fps:.1f} FPS, people (seen {PERSON_MIN_FRAMES}+ frames): {people['Mask']} with mask, "
-          f"{people['No Mask']} without mask", file=sys.stderr)
+          f"skipped, {source.reconnects if live else 0} reconnects, mean {fps:.1f} FPS, people (seen "
+          f"{PERSON_MIN_FRAMES}+ frames): {people.counts['Mask']} with mask, {people.counts['No Mask']} without mask, "
+          f"{people.counts[TOO_FAR]} too far to tell (faces under {args.min_face} px)" + (
+              f"; --on-person: {sum(o != 0 for o in people.outcomes) - len(timeouts)} failed, {len(timeouts)} timed out"
+              if args.on_person else ""), file=sys.stderr)
     return status
 
 
 def run(args):
     output = check_output(args.output, args.input)
+    check_events(args)
     cv2.setNumThreads(args.threads)
     capture, live = open_source(args.input)
-    display = not args.no_display and has_display()
+    display, view = not args.no_display and has_display(), None
     try:
+        view = LiveView(args.serve) if args.serve else None
         net = load_face_detector(args.face, args.face_detector)
         classifier = load_classifier(find_model(args.model), args.threads)
-        return process(args, capture, live, net, classifier, output, display)
+        return process(args, capture, live, net, classifier, output, display, view, lambda: open_source(args.input)[0])
     finally:
         capture.release()
+        if view:
+            view.close()
         if display:
             cv2.destroyAllWindows()
 

@@ -37,6 +37,10 @@ crops of matplotlib's grace_hopper.jpg, skimage's astronaut and examples/*.jpg):
     script's frame loop fed 80 frame sizes against 10; a 4032x3024 photo, process start to exit.
 (h) --long-run MIN only: detect_mask_video.py --json on a live 640x480 MJPEG stream from a local HTTP
     server for MIN minutes, its RSS each minute (the end against minute 2).
+(i) at a door: detect_mask_video.py itself (subprocesses, the summary's mean FPS) on the test video plain,
+    with --serve and one MJPEG viewer reading the stream, and with --on-person 'sleep 5'; the three in
+    turn (the order rotates), --repeat rounds; FPS = all frames / all seconds of a kind. --door-only runs
+    just this part.
 
 Each video loop, and each classifier family, runs in its own subprocess so that the peak
 memory (RSS high-water mark, getrusage in the child) of one does not mix with another.
@@ -49,17 +53,21 @@ load (printed); compare the ratios of one run. Exit status: 0 all targets met, 1
 target missed or a measurement failed, 2 bad arguments (e.g. a model file missing).
 """
 import argparse
+import contextlib
 import hashlib
 import json
 import os
 import platform
+import re
 import resource
 import signal
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+import urllib.request
 from pathlib import Path
 
 import cv2
@@ -91,7 +99,8 @@ CHUNK_FRAMES = 10  # frames each video loop runs before the other takes its turn
 REF_WIDTH, REF_SSD_SIZE, REF_MEAN, REF_CONFIDENCE = 400, 300, (104.0, 177.0, 123.0), 0.5
 TARGETS = {"fps_ratio": 4.0, "classifier_ms": 5.0, "image_tflite_s": 2.0, "detect_every_ratio": 2.0,
            "long_run_growth_mib": 50, "memory_growth_mib": 150, "memory_peak_mib": 1536,
-           "phone_centerface": (800, 5.0), "phone_res10": (800, 4.0)}
+           "phone_centerface": (800, 5.0), "phone_res10": (800, 4.0),
+           "door_ratio": 0.95}
 DETECT_EVERY = 3  # --detect-every timed against 1
 CAMERA_FPS = 30.0  # the simulated live camera: faster than the pipeline on this machine
 CAMERA_BUFFER = 4  # frames a camera driver queues for a reader that falls behind (V4L2's usual count)
@@ -178,7 +187,13 @@ def target_status(results):
     every = results.get("tracking", {}).get("ratio")
     detectors = results.get("detectors", {})
     centerface = detectors["centerface"]["fps"] / detectors["res10 640"]["fps"] if detectors else None
+    door = results.get("door", {}).get("ratio", {})
+    serve, on_person = door.get("serve"), door.get("on_person")
     return {
+        "--serve + viewer FPS >= 0.95x": (serve, TARGETS["door_ratio"], serve is not None and
+                                          serve >= TARGETS["door_ratio"]),
+        "--on-person sleep FPS >= 0.95x": (on_person, TARGETS["door_ratio"], on_person is not None and
+                                           on_person >= TARGETS["door_ratio"]),
         "centerface FPS >= res10 640": (centerface, 1.0, centerface is not None and centerface >= 1.0),
         "--detect-every 3 FPS >= 2x 1": (every, TARGETS["detect_every_ratio"],
                                           every is not None and every >= TARGETS["detect_every_ratio"]),
@@ -240,7 +255,7 @@ def format_table(results):
         found = ", ".join(f"{f['label']} {f['probability']:.2f}" for f in run["output"]["faces"]) or "none"
         lines.append(f"{'  -m ' + Path(run['model']).name:<34}{fmt(run['median_s'], 2):>9}   "
                      f"{', '.join(fmt(v, 2) for v in run['runs_s'])}; {found}")
-    lines += tracking_lines(results["tracking"]) + detector_lines(results["detectors"])
+    lines += tracking_lines(results["tracking"]) + detector_lines(results["detectors"]) + door_lines(results["door"])
     lines += ["", "targets:"]
     for name, (value, limit, met) in target_status(results).items():
         lines.append(f"  {name:<30} {fmt(value, 2):>8}  {'MET' if met else 'NOT MET'}")
@@ -274,6 +289,7 @@ def parse_args(argv=None):
                         "minute; target: the end within 50 MiB of minute 2")
     parser.add_argument("--long-run-options", nargs=argparse.REMAINDER, default=[], metavar="...",
                         help="with --long-run: more options for detect_mask_video.py (last on the line)")
+    parser.add_argument("--door-only", action="store_true", help="only (i): --serve and --on-person against plain")
     # Internal: one measurement in a child process.
     parser.add_argument("--child", choices=("reference", "pipeline", "keras", "tflite", "video_sizes"),
                         help=argparse.SUPPRESS)
@@ -1075,6 +1091,68 @@ def long_run_lines(result):
             f"  minute 2: {samples[1]:.1f} MiB, end (minute {len(samples)}): {samples[-1]:.1f} MiB, growth "
             f"{result['growth_mib']:+.1f} MiB (target <= {TARGETS['long_run_growth_mib']} MiB: "
             f"{'met' if met else 'NOT met'})", f"  {result['summary']}"]
+DOOR_RUNS = {"plain": [], "serve": ["--serve", "0"], "on_person": ["--on-person", "sleep 5"]}  # (i)
+
+
+def read_stream(url, received):
+    """An MJPEG viewer: count each JPEG part of the stream at url into received[0] until the stream ends."""
+    with contextlib.suppress(OSError), urllib.request.urlopen(url, timeout=CHILD_TIMEOUT_S) as stream:
+        while stream.readline():  # the boundary line
+            headers = dict(line.decode().strip().split(": ", 1) for line in iter(stream.readline, b"\r\n"))
+            stream.read(int(headers["Content-Length"]))
+            stream.readline()
+            received[0] += 1
+
+
+def door_run(args, video, extra):
+    """(frames, mean FPS from the summary, frames a --serve viewer received, verdicts) of one detect_mask_video.py
+    run; verdicts: people with a Mask / No Mask verdict (with --on-person, the commands started)."""
+    command = [sys.executable, str(REPO / "detect_mask_video.py"), "-i", str(video), "-m", str(args.tflite_model),
+               "--no-display", *extra]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=child_env())
+    received, viewer = [0], None
+    if "--serve" in extra:
+        url = next(line.split()[-1] for line in process.stderr if line.startswith("live view: "))
+        viewer = threading.Thread(target=read_stream, args=(url + "stream.mjpg", received), daemon=True)
+        viewer.start()
+    err = process.communicate(timeout=CHILD_TIMEOUT_S)[1]
+    if viewer:
+        viewer.join(30)
+    found = re.search(r"summary: (\d+) frames, .* mean ([\d.]+) FPS, .*: (\d+) with mask, (\d+) without mask", err)
+    if process.returncode != 0 or not found:
+        raise RuntimeError(f"detect_mask_video.py {' '.join(extra)} failed (exit {process.returncode}): {err[-800:]}")
+    frames, fps, with_mask, without = found.groups()
+    return int(frames), float(fps), received[0], int(with_mask) + int(without)
+
+
+def measure_door(args, video, log):
+    """(i) detect_mask_video.py plain, with --serve + one viewer, with --on-person 'sleep 5': in turn."""
+    names, totals = list(DOOR_RUNS), {name: [0, 0.0, 0, 0] for name in DOOR_RUNS}
+    runs = {name: [] for name in DOOR_RUNS}
+    for turn in range(args.repeat):
+        for name in names[turn % len(names):] + names[:turn % len(names)]:
+            log(f"door: round {turn + 1}/{args.repeat}, {name} ...")
+            frames, fps, received, verdicts = door_run(args, video, DOOR_RUNS[name])
+            totals[name][0] += frames
+            totals[name][1] += frames / fps
+            totals[name][2] += received
+            totals[name][3] += verdicts
+            runs[name].append(fps)
+    fps = {name: frames / seconds for name, (frames, seconds, _, _) in totals.items()}
+    return {"fps": fps, "ratio": {name: fps[name] / fps["plain"] for name in ("serve", "on_person")},
+            "viewer_frames": totals["serve"][2], "serve_frames": totals["serve"][0],
+            "commands": totals["on_person"][3], "fps_runs": runs}
+
+
+def door_lines(door):
+    """The (i) rows of the report."""
+    fps, ratio = door["fps"], door["ratio"]
+    return ["", f"at a door, detect_mask_video.py (summary mean FPS, runs in turn): plain {fmt(fps['plain'])}, "
+            f"--serve + 1 viewer {fmt(fps['serve'])} (ratio {fmt(ratio['serve'], 3)}; the viewer received "
+            f"{door['viewer_frames']} of {door['serve_frames']} frames), --on-person 'sleep 5' "
+            f"{fmt(fps['on_person'])} (ratio {fmt(ratio['on_person'], 3)}; {door['commands']} commands started)",
+            "  FPS of each run: " + "; ".join(f"{name} {', '.join(fmt(x) for x in runs)}"
+                                             for name, runs in door["fps_runs"].items())]
 
 
 def measure(args, workdir, log):
@@ -1090,6 +1168,8 @@ def measure(args, workdir, log):
         return {"tracking": measure_tracking(args, video, log)}
     if args.detectors_only:
         return {"detectors": measure_detectors(args, video, log)}
+    if args.door_only:
+        return {"door": measure_door(args, video, log)}
     log(f"video: reference and pipeline side by side, {CHUNK_FRAMES}-frame chunks in turn ...")
     video_side_by_side = measure_video(args, video, workdir, log)
 
@@ -1139,7 +1219,8 @@ def measure(args, workdir, log):
                      "python": platform.python_version(), "opencv": cv2.__version__,
                      "command": " ".join([Path(sys.executable).name, *sys.argv])},
             "video": video_side_by_side, "classifier": classifier, "image_script": image,
-            "tracking": measure_tracking(args, video, log), "detectors": measure_detectors(args, video, log)}
+            "tracking": measure_tracking(args, video, log), "detectors": measure_detectors(args, video, log),
+            "door": measure_door(args, video, log)}
 
 
 def main(argv=None):
@@ -1191,7 +1272,7 @@ def main(argv=None):
         print(f"error: {exc}", file=sys.stderr)
         return 1
     lines = (tracking_lines(results["tracking"]) if args.tracking_only else detector_lines(results["detectors"])
-             if args.detectors_only else format_table(results))
+             if args.detectors_only else door_lines(results["door"]) if args.door_only else format_table(results))
     print("\n".join(lines))
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n")
@@ -1200,6 +1281,8 @@ def main(argv=None):
     if args.detectors_only:
         detectors = results["detectors"]
         return 0 if detectors["centerface"]["fps"] >= detectors["res10 640"]["fps"] else 1
+    if args.door_only:
+        return 0 if min(results["door"]["ratio"].values()) >= TARGETS["door_ratio"] else 1
     return 0 if all(met for _, _, met in target_status(results).values()) else 1
 
 

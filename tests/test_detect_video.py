@@ -15,6 +15,7 @@ from detect_helpers import (  # noqa: E402
     video_script, write_video)
 
 main = video_script.main
+LABELS = video_script.LABELS
 FRAMES = 6
 FPS = 10.0
 
@@ -60,13 +61,14 @@ def test_video_to_json_and_annotated_output(stub, video, tmp_path, capsys, suffi
     assert clf.calls == [len(r["faces"]) for r in records]  # one classifier call per frame
     face = records[0]["faces"][0]
     assert set(face) == {"box", "confidence", "label", "probability", "id", "frame_label", "frame_probability",
-                         "detector", "mask_probability"}
+                         "detector", "mask_probability", "too_small"}
     assert frame_count(out) == FRAMES
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["clip.avi", out.name, "stub.tflite"])
     summary = err.strip().splitlines()[-1]
-    assert summary.startswith(f"summary: {FRAMES} frames, 0 dropped, 0 skipped, mean ")
-    with_mask, without = (sum(p["label"] == label for p in people) for label in ("Mask", "No Mask"))
-    assert summary.endswith(f"frames): {with_mask} with mask, {without} without mask")
+    assert summary.startswith(f"summary: {FRAMES} frames, 0 dropped, 0 skipped, 0 reconnects, mean ")
+    with_mask, without = (sum(p["label"] == label and p["event"] == "end" for p in people) for label in LABELS)
+    assert summary.endswith(f"frames): {with_mask} with mask, {without} without mask, 0 too far to tell (faces "
+                            "under 20 px)")
 
 
 def test_max_frames(stub, video, capsys):
@@ -128,9 +130,7 @@ class FakeCapture:
 
 
 def loop_args(**overrides):
-    args = dict(input="0", json=True, max_frames=None, max_failures=2, confidence=0.5,
-                detect_size=[300], nms=0.4, border=0.0, mask_threshold=0.5, close_up_confidence=0.3,
-                mirror=False, detect_every=1)
+    args = vars(video_script.parse_args(["--json", "--max-failures", "2", "--nms", "0.4"]))
     args.update(overrides)
     return argparse.Namespace(**args)
 

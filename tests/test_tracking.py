@@ -88,11 +88,42 @@ def test_detect_every_carries_boxes_at_their_speed_between_passes():
     assert [f[0]["frame_label"] for f in shown] == ["Mask", None, "Mask", None, None]
 
 
-def test_person_json_gives_the_verdict_of_the_whole_track():
-    frames = [[face((10 + n, 10, 50 + n, 50), "No Mask" if n < 2 else "Mask", 0.9)] for n in range(6)]
-    _, tracks = run_tracker(frames)
-    assert [v.person_json(t) for t in tracks] == [{"person": 1, "first_frame": 0, "last_frame": 5, "first_time": 0.0,
-                                                   "last_time": 0.5, "label": "Mask", "frames": 6}]
+def people_events(frames, capsys, min_face=20):
+    """Tracker + People over [[face dicts]] per frame -> (JSON lines printed, People)."""
+    tracker, people = v.Tracker(0.5, min_face), v.People(v.parse_args(["--json"]))
+    for n, faces in enumerate(frames):
+        _, ended = tracker.update(faces, n, n / 10)
+        people.update(tracker.tracks, ended)
+    people.update([], tracker.tracks)
+    return [json.loads(line) for line in capsys.readouterr().out.splitlines()], people
+
+
+def test_the_verdict_comes_from_the_first_judged_frames_while_the_person_is_there(capsys):
+    frames = [[face((10 + n, 10, 50 + n, 50), "No Mask" if n < 2 else "Mask", 0.9)] for n in range(8)]
+    events, people = people_events(frames, capsys)
+    assert events == [{"event": "verdict", "person": 1, "first_frame": 0, "last_frame": 4, "first_time": 0.0,
+                       "last_time": 0.4, "label": "Mask", "frames": 5, "judged_frames": 5},
+                      {"event": "end", "person": 1, "first_frame": 0, "last_frame": 7, "first_time": 0.0,
+                       "last_time": 0.7, "label": "Mask", "frames": 8, "judged_frames": 8}]
+    assert people.counts == {"Mask": 1, "No Mask": 0, "Too far to tell": 0}
+
+
+def test_faces_too_small_never_decide_a_verdict(capsys):
+    # A person walking up: 19x19 px faces called No Mask, then 20x20 px faces called Mask.
+    frames = [[face((10, 10, 29, 29), "No Mask", 0.99)]] * 6 + [[face((10, 10, 30, 30), "Mask", 0.6)]] * 5
+    shown, _ = run_tracker(frames, min_face=20)
+    assert [f[0]["too_small"] for f in shown] == [True] * 6 + [False] * 5 and shown[-1][0]["label"] == "Mask"
+    events, people = people_events(frames, capsys)
+    assert [(e["event"], e["label"], e["last_frame"], e["judged_frames"]) for e in events] == [
+        ("verdict", "Mask", 10, 5), ("end", "Mask", 10, 5)]
+    assert people_events(frames, capsys, min_face=0)[0][0]["label"] == "No Mask"  # judged from the first frames
+
+
+def test_a_person_never_seen_large_enough_is_too_far_to_tell(capsys):
+    events, people = people_events([[face((10, 10, 25, 25), "No Mask", 0.99)]] * 12, capsys)
+    assert [(e["event"], e["label"], e["frames"], e["judged_frames"]) for e in events] == [
+        ("end", "Too far to tell", 12, 0)]
+    assert people.counts == {"Mask": 0, "No Mask": 0, "Too far to tell": 1}
 
 
 # --- the live reader ------------------------------------------------------------------------------
@@ -177,11 +208,14 @@ def test_people_counted_once_each_on_a_video_of_known_people(monkeypatch, tmp_pa
     assert v.main(["-i", str(clip), "-m", str(model), "--json", "--no-display", "--detect-every", str(every)]) == 0
     out, err = capsys.readouterr()
     lines = [json.loads(line) for line in out.splitlines()]
-    people = [r for r in lines if "person" in r]
+    people = [r for r in lines if r.get("event") == "end"]
     assert [(p["first_frame"], p["last_frame"], p["frames"]) for p in people] == [(0, 12, 13), (13, 23, 11)]
     assert {f["id"] for r in lines if "frame" in r for f in r["faces"]} == {p["person"] for p in people}
+    verdicts = [r for r in lines if r.get("event") == "verdict"]  # one per person, while the person is there
+    assert [(p["person"], p["label"], p["last_frame"]) for p in verdicts] == [(1, people[0]["label"], 4),
+                                                                               (2, people[1]["label"], 17)]
     masked = sum(p["label"] == "Mask" for p in people)
-    assert f"people (seen 5+ frames): {masked} with mask, {2 - masked} without mask" in err
+    assert f"people (seen 5+ frames): {masked} with mask, {2 - masked} without mask, 0 too far to tell" in err
     assert len(clf.calls) == (24 if every == 1 else 9)  # passes: frames 0, 3, .., 21 and the cut at 13
 
 
