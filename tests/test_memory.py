@@ -45,7 +45,7 @@ def test_centerface_on_a_phone_photo_runs_at_the_capped_size():
     x1, y1, x2, y2 = faces[0][0]
     assert 1500 < x1 < x2 < 3036 and 1000 < y1 < y2 < 2536
     small = image_script.find_faces(photo[::4, ::4].copy(), centerface(), 0.5, [0], 0.3)
-    assert np.allclose(np.array(small[0][0]) * 4, faces[0][0], atol=40)  # the same face at 1008 px
+    assert np.allclose(np.array(small[0][0]) * 4, faces[0][0], atol=40)  # the same face in a quarter-size photo
 
 
 class TwoPassNet:
