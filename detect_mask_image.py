@@ -65,13 +65,14 @@ MANIFEST_SHARE = 0.05  # --crops rewrites its manifest after a photo unless that
 # tests/test_detect_common.py fails if the copies differ.
 SSD_MEAN = (104.0, 177.0, 123.0)  # BGR mean res10 was trained with (OpenCV samples/dnn/face_detector)
 SSD_MIN_SIDE = 5  # shortest input side res10 accepts (its pooling layers fail below it)
-NATIVE_MAX_SIDE = 1024  # --detect-size 0 (native) shrinks larger photos to this longer side (tests/RESULTS.md)
+NATIVE_MAX_SIDE = 768  # --detect-size 0 (native) shrinks larger photos to this longer side (tests/RESULTS.md)
 LATER_PASS_MAX_FACE = 64  # a later, larger input adds only faces under this many px of the input before it
 LATER_PASS_MIN_FACE = 20  # ... and runs only if they can reach this many px of the frame (tests/RESULTS.md)
 CONTAINED_FRACTION = 0.6  # a box this much inside a larger one is part of that face (res10's corner boxes)
 DEFAULT_CONFIDENCE = 0.5  # res10 threshold of the 2020 scripts
 DEFAULT_MASK_THRESHOLD = 0.5  # the model's argmax: training folds the operating point into the model
 CLASSIFIER_SIZE = (224, 224)  # MobileNetV2 input (width, height), as trained in 2020
+CLASSIFIER_BATCH = 8  # faces classified at once: MobileNetV2 holds ~10 MB a face of the batch (tests/RESULTS.md)
 LABELS = ("Mask", "No Mask")  # softmax order: the training folders with_mask, without_mask, sorted
 COLORS = {"Mask": (0, 255, 0), "No Mask": (0, 0, 255)}  # BGR
 LABEL_FONT = cv2.FONT_HERSHEY_SIMPLEX  # the 2020 scripts' label font
@@ -91,7 +92,7 @@ CENTERFACE_SHA256 = "09189deaaf8646c5c51a68447e3c744ea1e211798155d4728c20507b9f5
 CENTERFACE_OUTPUTS = ["537", "538", "539"]  # heatmap, log box size, centre offset (the ONNX file's names)
 CENTERFACE_STRIDE, CENTERFACE_MULTIPLE = 4, 32  # input px per output cell; input sides rounded up to this
 CENTERFACE_CONFIDENCE = 0.5  # CenterFace threshold (tests/RESULTS.md)
-CENTERFACE_NETS = 2  # nets kept (one per input size, least recently used dropped): ~230 MB each at 1280x960
+CENTERFACE_NETS = 1  # nets kept, the last sizes' (one per input size: ~125 MB at 768x576, tests/RESULTS.md)
 # The classifier's crop of a CenterFace box (tighter than res10's): centre shift (x, y) and size (w, h) as
 # fractions of the box; 10% larger labelled the validation scenes best (tests/RESULTS.md).
 CENTERFACE_REFRAME = (0.0, 0.0, 1.1, 1.1)
@@ -349,10 +350,11 @@ def classifier_box(box, detector):
 
 
 def classify_faces(frame, faces, classifier, mask_threshold, detector="res10"):
-    """The (box, score) faces that detector found, classified in one batch (crops: classifier_box): [{"box",
-    "confidence", "label", "probability", "detector", "mask_probability" (the model's first output)}]."""
+    """The (box, score) faces that detector found, classified CLASSIFIER_BATCH at a time (crops: classifier_box):
+    [{"box", "confidence", "label", "probability", "detector", "mask_probability" (the model's first output)}]."""
     batch, kept = preprocess_faces(frame, [classifier_box(box, detector) for box, _ in faces])
-    probs = classifier.predict(batch) if kept else np.zeros((0, len(LABELS)), np.float32)
+    chunks = [batch[start:start + CLASSIFIER_BATCH] for start in range(0, len(batch), CLASSIFIER_BATCH)]
+    probs = [row for chunk in chunks for row in classifier.predict(chunk)]
     results = []
     for row, i in zip(probs, kept):
         label, chance = label_face(row, mask_threshold)

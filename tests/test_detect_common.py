@@ -85,7 +85,7 @@ def test_clip_box_always_inside_and_non_empty(box, width, height):
         assert crop.size > 0
 
 
-@pytest.mark.parametrize("size, expected", [(300, (300, 150)), (0, (1000, 500)), (2000, (2000, 1000)),
+@pytest.mark.parametrize("size, expected", [(300, (300, 150)), (0, (768, 384)), (2000, (2000, 1000)),
                                             (1, (1, 1))])
 def test_scaled_size_keeps_the_aspect_ratio(size, expected):
     assert image_script.scaled_size(1000, 500, size) == expected

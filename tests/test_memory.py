@@ -14,7 +14,7 @@ import termios
 import numpy as np
 import pytest
 
-from detect_helpers import ROOT, SCRIPTS, astronaut, centerface, image_script, write_image
+from detect_helpers import ROOT, SCRIPTS, StubClassifier, astronaut, centerface, image_script, write_image
 
 
 @pytest.mark.parametrize("script", SCRIPTS)
@@ -45,7 +45,22 @@ def test_centerface_on_a_phone_photo_runs_at_the_capped_size():
     x1, y1, x2, y2 = faces[0][0]
     assert 1500 < x1 < x2 < 3036 and 1000 < y1 < y2 < 2536
     small = image_script.find_faces(photo[::4, ::4].copy(), centerface(), 0.5, [0], 0.3)
-    assert np.allclose(np.array(small[0][0]) * 4, faces[0][0], atol=40)  # the same face at 1008 px
+    assert np.allclose(np.array(small[0][0]) * 4, faces[0][0], atol=40)  # the same face in a quarter-size photo
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_a_crowd_is_classified_a_few_faces_at_a_time_in_order(script):
+    """The classifier's memory grows with its batch: a crowd goes CLASSIFIER_BATCH faces at a time, each face
+    keeping its own label."""
+    frame = np.zeros((100, 2100, 3), np.uint8)
+    faces = [((100 * n, 0, 100 * n + 90, 90), 0.9) for n in range(21)]
+    for n in range(21):
+        frame[:, 100 * n:100 * n + 90] = 255 * (n % 2)  # white faces read as Mask by the stub, black as No Mask
+    classifier = StubClassifier()
+    results = script.classify_faces(frame, faces, classifier, 0.5)
+    assert classifier.calls == [script.CLASSIFIER_BATCH, script.CLASSIFIER_BATCH, 21 - 2 * script.CLASSIFIER_BATCH]
+    assert [result["label"] for result in results] == [("No Mask", "Mask")[n % 2] for n in range(21)]
+    assert [result["box"] for result in results] == [list(box) for box, _ in faces]
 
 
 class TwoPassNet:
