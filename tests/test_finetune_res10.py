@@ -1,6 +1,7 @@
 """face_detector/finetune_res10.py: the Caffe reading and writing, the SSD matching and augmentation, the Keras
 rebuild against OpenCV's own res10, and the fast path on the real entry point."""
 import importlib.util
+import shutil
 
 import cv2
 import numpy as np
@@ -97,6 +98,32 @@ def test_bad_arguments_exit_2(tmp_path, capsys):
             finetune.parse_args(argv)
         assert exit_info.value.code == 2
     assert "error:" in capsys.readouterr().err
+
+
+def test_the_detect_scripts_check_the_fine_tuned_weights(tmp_path, capsys):
+    import detect_mask_image as image_script
+
+    prototxt, _ = finetune.opencv_res10_files()
+    shutil.copyfile(prototxt, tmp_path / "deploy.prototxt")
+    (tmp_path / image_script.RES10_MASKS).write_bytes(b"not the fine-tuned res10")
+    image = tmp_path / "blank.png"
+    cv2.imwrite(str(image), np.zeros((10, 10, 3), np.uint8))
+    argv = ["-i", str(image), "-f", str(tmp_path), "--no-display", "--face-detector", "res10-masks"]
+    assert image_script.main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: ")
+    assert image_script.RES10_MASKS in err and "SHA-256" in err and "face_detector/" in err
+
+
+def test_the_committed_fine_tuned_weights_are_one_flag_away():
+    import detect_mask_image as image_script
+
+    assert image_script.FACE_DETECTORS[0] == "res10" and image_script.RES10_WEIGHTS["res10"][0] == image_script.CAFFEMODEL
+    assert image_script.RES10_WEIGHTS["res10-masks"][0] == image_script.RES10_MASKS
+    names = (image_script.PROTOTXT_NAMES, (image_script.RES10_MASKS,))
+    prototxt, weights = image_script.find_face_detector(names=names)
+    assert weights.resolve() == REPO / "face_detector" / "res10_masks.caffemodel"
+    assert not image_script.load_face_detector(name="res10-masks").empty()
 
 
 @pytest.mark.slow
