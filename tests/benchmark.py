@@ -809,7 +809,7 @@ def measure_detectors(args, video, log):
 def detector_lines(detectors):
     """The (f) rows of the report."""
     lines = ["", "face detectors, detect_and_classify per frame (same frames, chunks in turn):"]
-    lines += [f"  {name:<11} {fmt(d['fps'])} FPS  faces/frame {d['faces_per_frame']:.2f}  (--detect-size "
+    lines += [f"  {name:<15} {fmt(d['fps'])} FPS  faces/frame {d['faces_per_frame']:.2f}  (--detect-size "
               f"{' '.join(map(str, d['detect_size']))}, -c {d['confidence']})" for name, d in detectors.items()]
     ratio = detectors["centerface"]["fps"] / detectors["res10 640"]["fps"]
     fine_tuned = detectors["res10-masks 300"]["fps"] / detectors["res10 300"]["fps"]
