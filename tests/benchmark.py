@@ -821,7 +821,7 @@ def read_frames(video, count):
 
 
 DETECTOR_RUNS = {"centerface": ["--face-detector", "centerface"], "res10 640": ["--detect-size", "640"],
-                 "res10 300": []}  # (f): the video script's options of each detector run
+                 "res10 300": [], "res10-masks 300": ["--face-detector", "res10-masks"]}  # (f): each run's options
 
 
 def measure_detectors(args, video, log):
@@ -854,10 +854,12 @@ def measure_detectors(args, video, log):
 def detector_lines(detectors):
     """The (f) rows of the report."""
     lines = ["", "face detectors, detect_and_classify per frame (same frames, chunks in turn):"]
-    lines += [f"  {name:<11} {fmt(d['fps'])} FPS  faces/frame {d['faces_per_frame']:.2f}  (--detect-size "
+    lines += [f"  {name:<15} {fmt(d['fps'])} FPS  faces/frame {d['faces_per_frame']:.2f}  (--detect-size "
               f"{' '.join(map(str, d['detect_size']))}, -c {d['confidence']})" for name, d in detectors.items()]
     ratio = detectors["centerface"]["fps"] / detectors["res10 640"]["fps"]
-    return lines + [f"  ratio centerface / res10 640: {fmt(ratio, 2, 'x')}"]
+    fine_tuned = detectors["res10-masks 300"]["fps"] / detectors["res10 300"]["fps"]
+    return lines + [f"  ratio centerface / res10 640: {fmt(ratio, 2, 'x')}",
+                    f"  ratio res10-masks 300 / res10 300 (fine-tuned / OpenCV's weights): {fmt(fine_tuned, 2, 'x')}"]
 
 
 def tracking_lines(tracking):
