@@ -28,10 +28,8 @@ import io
 import json
 import math
 import os
-import re
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import cv2
@@ -57,8 +55,6 @@ WINDOW = "Face mask detector"
 CLASS_FOLDERS = ("with_mask", "without_mask")  # train_mask_detector.py's class folders, in the order of LABELS
 MANIFEST = "manifest.csv"  # --crops: one row per crop, with the columns train_mask_detector.py reads
 MANIFEST_COLUMNS = ("file", "label", "source_image", "box_xyxy", "detector", "confidence")
-CROP_NAME = re.compile(r"(.*)_\d+\.jpg")  # a crop's file: <photo's stem>_<face number>.jpg
-MANIFEST_SHARE = 0.05  # --crops rewrites its manifest after a photo unless that would exceed this share of the time
 
 # ---- BEGIN SHARED BLOCK -----------------------------------------------------
 # The detect-and-classify step, verbatim in both scripts (each is standalone):
@@ -783,14 +779,14 @@ def crop_label(image, face):
 
 
 class CropFolder:
-    """--crops DIR: each face's crop as the classifier sees it (classifier_box, clipped; native size) at
-    DIR/<stem>_<n>.jpg (crop_stems; n = the face's number), and DIR/manifest.csv, rewritten after each photo
-    (on long runs every few seconds: MANIFEST_SHARE) and by close().
-    A rerun into a crop folder replaces the crops and rows of the photos it processes and keeps the others;
-    a folder that is neither empty nor a crop folder (no manifest.csv) is refused."""
+    """--crops DIR: each face as the classifier sees it (classifier_box, clipped; native size), saved when found
+    as DIR/<stem>_<n>.jpg (crop_stems; n = the face's number), and DIR/manifest.csv, written by close().
+    A rerun into a crop folder replaces the crops and rows of the photos it processes again and keeps the
+    others; a folder that is neither empty nor a crop folder (no manifest.csv) is refused."""
 
     def __init__(self, folder, texts, images):
-        self.folder, self.manifest = Path(folder), Path(folder) / MANIFEST
+        self.folder = Path(folder)
+        self.manifest = self.folder / MANIFEST
         for text in texts:
             if Path(text).is_dir() and self.folder.resolve().is_relative_to(Path(text).resolve()):
                 raise UsageError(f"--crops {folder}: inside the input folder {text} (its crops would become "
@@ -800,73 +796,68 @@ class CropFolder:
         if self.folder.is_dir() and any(self.folder.iterdir()) and not self.manifest.is_file():
             raise UsageError(f"--crops {folder}: folder is not empty and has no {MANIFEST} (not a crop folder); "
                              "choose a new or empty folder")
-        self.rows = self.read_rows()
+        self.old_rows = self.read_rows()
+        self.rows = []
+        self.sources = set()  # the photos processed by this run
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
-            self.write_manifest()  # a crop folder from the start
+            self.write_manifest(self.old_rows)
         except OSError as exc:
             raise UsageError(f"--crops {folder}: cannot write there ({exc.strerror}); choose another folder") from None
         self.stems = crop_stems(texts, images)
-        self.faces = self.photos = self.without_face = 0
 
     def read_rows(self):
-        """{stem: [row]} of the folder's manifest (rows grouped by their photo); {} when there is none."""
-        rows = {}
+        """The rows of the folder's manifest; [] when there is none."""
         if not self.manifest.is_file():
-            return rows
-        try:
-            with open(self.manifest, newline="", encoding="utf-8") as f:
-                reader = csv.DictReader(f)
-                for row in reader:
-                    name = CROP_NAME.fullmatch(row["file"])
-                    rows.setdefault(name.group(1) if name else row["file"], []).append(row)
-        except (KeyError, TypeError, csv.Error, UnicodeDecodeError) as exc:
-            raise UsageError(f"--crops {self.folder}: {MANIFEST} is not a crop manifest ({exc}); choose "
-                             "another folder") from None
-        return rows
+            return []
+        with open(self.manifest, newline="", encoding="utf-8", errors="replace") as f:
+            reader = csv.DictReader(f)
+            if not set(MANIFEST_COLUMNS) <= set(reader.fieldnames or ()):
+                raise UsageError(f"--crops {self.folder}: {MANIFEST} is not a crop manifest (columns "
+                                 f"{', '.join(MANIFEST_COLUMNS)}); choose another folder")
+            return list(reader)
 
     def add(self, image, frame, faces):
-        """Save the crops of one photo's classified faces (replacing its earlier ones) and rewrite the manifest."""
-        stem = self.stems[image]
+        """Save the crops of one photo's classified faces."""
         height, width = frame.shape[:2]
-        rows = []
         for n, face in enumerate(faces, 1):
             x1, y1, x2, y2 = clip_box(classifier_box(face["box"], face["detector"]), width, height)
-            row = {"file": f"{stem}_{n}.jpg", "label": crop_label(image, face), "source_image": str(image),
-                   "box_xyxy": f"{x1} {y1} {x2} {y2}", "detector": face["detector"],
+            row = {"file": f"{self.stems[image]}_{n}.jpg", "label": crop_label(image, face),
+                   "source_image": str(image), "box_xyxy": f"{x1} {y1} {x2} {y2}", "detector": face["detector"],
                    "confidence": f"{face['confidence']:.4f}"}
             target = self.folder / row["file"]
             target.parent.mkdir(parents=True, exist_ok=True)
             write_image(target, frame[y1:y2, x1:x2])
-            rows.append(row)
-        new = {row["file"] for row in rows}
-        for old in self.rows.get(stem, []):
-            path = (self.folder / old["file"]).resolve()
-            if old["file"] not in new and path.is_relative_to(self.folder.resolve()):
-                path.unlink(missing_ok=True)
-        self.rows[stem] = rows  # in its old place
-        if not rows:
-            del self.rows[stem]
-        self.faces += len(rows)
-        self.photos += bool(rows)
-        self.without_face += not rows
-        if time.monotonic() - self.saved >= self.save_time / MANIFEST_SHARE:
-            self.write_manifest()
+            self.rows.append(row)
+        self.sources.add(str(image))
 
-    def write_manifest(self):
-        start = time.monotonic()
+    def close(self):
+        """Write the manifest: the old rows of photos not processed again, then this run's; delete the crops
+        of the old rows dropped."""
+        new = {row["file"] for row in self.rows}
+        kept = []
+        for row in self.old_rows:
+            if row["file"] in new:
+                continue  # replaced by this run's crop
+            if row["source_image"] not in self.sources:
+                kept.append(row)
+                continue
+            stale = (self.folder / row["file"]).resolve()
+            if stale.is_relative_to(self.folder.resolve()):  # a manifest may name any path
+                stale.unlink(missing_ok=True)
+        self.write_manifest(kept + self.rows)
+
+    def write_manifest(self, rows):
         text = io.StringIO()
         writer = csv.DictWriter(text, MANIFEST_COLUMNS, extrasaction="ignore", lineterminator="\n")
         writer.writeheader()
-        writer.writerows(row for rows in self.rows.values() for row in rows)
+        writer.writerows(rows)
         write_atomically(self.manifest, text.getvalue().encode("utf-8"))
-        self.saved = time.monotonic()
-        self.save_time = self.saved - start
 
-    def close(self):
-        """Write the manifest; the summary line."""
-        self.write_manifest()
-        return f"crops: {self.faces} faces from {self.photos} photos; {self.without_face} photos without a face"
+    def summary(self):
+        photos = len({row["source_image"] for row in self.rows})
+        return (f"crops: {len(self.rows)} faces from {photos} photos; {len(self.sources) - photos} photos "
+                "without a face")
 
 
 def describe(path, faces):
@@ -889,34 +880,38 @@ def run(args):
     failed = 0
     progress = tqdm(zip(images, outputs), total=len(images), unit="photo",
                     disable=len(images) < 2 or not sys.stderr.isatty())
-    for path, output in progress:
-        try:
-            frame = read_image(path)
-        except UsageError as exc:
-            tqdm.write(f"error: {exc}", file=sys.stderr)  # the bar cleared for the line
-            failed += 1
-            continue
-        faces = detect_and_classify(frame, net, classifier, args.confidence, args.detect_size, args.nms,
-                                    args.border, args.mask_threshold, args.close_up_confidence, args.mirror,
-                                    fallback)
-        with tqdm.external_write_mode():
-            print(json.dumps({"image": str(path), "faces": [face_json(f) for f in faces]}) if args.json
-                  else "\n".join(describe(path, faces)), flush=True)
+    try:
+        for path, output in progress:
+            try:
+                frame = read_image(path)
+            except UsageError as exc:
+                tqdm.write(f"error: {exc}", file=sys.stderr)  # the bar cleared for the line
+                failed += 1
+                continue
+            faces = detect_and_classify(frame, net, classifier, args.confidence, args.detect_size, args.nms,
+                                        args.border, args.mask_threshold, args.close_up_confidence, args.mirror,
+                                        fallback)
+            with tqdm.external_write_mode():
+                print(json.dumps({"image": str(path), "faces": [face_json(f) for f in faces]}) if args.json
+                      else "\n".join(describe(path, faces)), flush=True)
+            if crops:
+                crops.add(path, frame, faces)
+            if output or display:
+                draw_faces(frame, faces)
+            if output:
+                write_image(output, frame)
+            if display:
+                cv2.imshow(WINDOW, frame)
+                if cv2.waitKey(0) & 0xFF in (ord("q"), 27):
+                    break
+    finally:  # also on Ctrl-C: the manifest lists every crop written
+        progress.close()
         if crops:
-            crops.add(path, frame, faces)
-        if output or display:
-            draw_faces(frame, faces)
-        if output:
-            write_image(output, frame)
-        if display:
-            cv2.imshow(WINDOW, frame)
-            if cv2.waitKey(0) & 0xFF in (ord("q"), 27):
-                break
-    progress.close()
+            crops.close()
     if display:
         cv2.destroyAllWindows()
     if crops:
-        print(crops.close(), file=sys.stderr)
+        print(crops.summary(), file=sys.stderr)
     return 2 if failed else 0
 
 
