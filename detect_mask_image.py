@@ -7,16 +7,12 @@ Usage:
     python detect_mask_image.py -i a.jpg "b c.png" --json --no-display -m mask_detector.keras
     python detect_mask_image.py -i photos/ --crops faces/ --no-display   # a training set for train_mask_detector.py
 
-Faces are found with OpenCV's res10 SSD detector (run at each --detect-size, on the image and its mirror
-image, merged; close-ups get a second look inside a black border), or with --face-detector centerface by
-CenterFace (res10 looks where it finds none); all faces of an image are classified in one batch by the
-MobileNetV2 mask classifier, labelled by its own argmax (-m: .tflite or .keras; a legacy 2020 .model/.h5 is
-converted once with train_mask_detector.py --convert). Prints one line per face (or with --json one JSON
-object per image), shows the annotated image where a display exists, and with -o saves it (a folder when
-several images are given); with --crops it saves each face's crop as the classifier sees it, with a
-manifest.csv, for train_mask_detector.py. Several images: a progress bar on stderr if it is a terminal (not
-in logs). Exit status: 0 ok, 2 bad arguments or inputs (the other images are still processed), 1 any other
-failure.
+Faces are found by OpenCV's res10 SSD (at each --detect-size, on the image and its mirror image; close-ups
+get a second look inside a black border) or by CenterFace (--face-detector centerface; res10 where it finds
+none), and classified in one batch by the MobileNetV2 mask classifier (-m: .tflite or .keras). Prints one
+line per face (--json: one JSON object per image), shows the annotated image where a display exists, saves
+it with -o (a folder for several images) and each face's crop with --crops. Exit status: 0 ok, 2 bad
+arguments or inputs (the other images are still processed), 1 any other failure.
 """
 import argparse
 import contextlib
@@ -51,6 +47,7 @@ IMAGE_EXTENSIONS = (".bmp", ".dib", ".jpg", ".jpeg", ".jpe", ".jp2", ".png", ".w
 # Not cv2.IMREAD_UNCHANGED: these flags keep gray/16-bit data as is *and*
 # apply the EXIF orientation of phone photos (IMREAD_UNCHANGED skips that).
 IMREAD_FLAGS = cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR
+FILE_SIGNATURES = {"JPEG": b"\xff\xd8\xff", "PNG": b"\x89PNG\r\n\x1a\n"}  # first bytes (JFIF, PNG specs)
 WINDOW = "Face mask detector"
 CLASS_FOLDERS = ("with_mask", "without_mask")  # train_mask_detector.py's class folders, in the order of LABELS
 MANIFEST = "manifest.csv"  # --crops: one row per crop, with the columns train_mask_detector.py reads
@@ -588,10 +585,10 @@ def detect_faces(frame, net, confidence, sizes, nms, border=0.0,
     height, width = frame.shape[:2]
     if border > 0 and (not faces or any(touches_edge(box, width, height) for box, _ in faces)):
         # A large photo is shrunk to the look's largest input first, not framed whole (12 MP: 0.8 s, 105 MB).
-        side = max(width, height) * (1 + 2 * border)
-        longest = max(1, round(max(max(scaled_size(side, side, size)) for size in sizes) / (1 + 2 * border)))
-        small = frame if longest >= max(width, height) else cv2.resize(
-            frame, scaled_size(width, height, longest), interpolation=cv2.INTER_AREA)
+        longest = max(size or NATIVE_MAX_SIDE for size in sizes) / (1 + 2 * border)
+        small = frame
+        if longest < max(width, height):
+            small = cv2.resize(frame, scaled_size(width, height, max(1, round(longest))), interpolation=cv2.INTER_AREA)
         scale_x, scale_y = small.shape[1] / width, small.shape[0] / height
         pad = int(round(border * max(small.shape[:2])))
         framed = cv2.copyMakeBorder(small, pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=(0, 0, 0))
@@ -632,17 +629,17 @@ def detect_and_classify(frame, net, classifier, confidence, sizes, nms, border=0
     return classify_faces(frame, faces, classifier, mask_threshold, "res10")
 
 
-def add_model_arguments(parser, detect_sizes=DEFAULT_DETECT_SIZES, border=DEFAULT_BORDER, mirror=DEFAULT_MIRROR):
+def add_model_arguments(parser):
     """add_shared_arguments and the image script's own: the close-up look and the mirror pass (res10's)."""
-    add_shared_arguments(parser, detect_sizes)
-    parser.add_argument("--border", type=probability, default=border, metavar="F",
+    add_shared_arguments(parser, DEFAULT_DETECT_SIZES)
+    parser.add_argument("--border", type=probability, default=DEFAULT_BORDER, metavar="F",
                         help="when no face is found, or one touches the photo's edge, look again inside a black "
                         "border of this fraction of the longer side (close-ups); 0 = off (default: %(default)s)")
     parser.add_argument("--close-up-confidence", type=probability, default=DEFAULT_CLOSE_UP_CONFIDENCE,
                         metavar="P", help="when even the border look finds no face, take its most confident "
                         f"face spanning {round(CLOSE_UP_MIN_FACE * 100)}%% of the photo's shorter side from "
                         "this confidence on; 1 = off (default: %(default)s)")
-    parser.add_argument("--mirror", action=argparse.BooleanOptionalAction, default=mirror, help="also run the "
+    parser.add_argument("--mirror", action=argparse.BooleanOptionalAction, default=DEFAULT_MIRROR, help="also run the "
                         "face detector on the mirror image (res10 finds some faces one way round only); twice the "
                         "detector's time (default: %(default)s)")
 
@@ -721,14 +718,15 @@ def read_image(path):
         raise UsageError(f"{path}: cannot read ({exc.strerror})") from None
     if not data.size:
         raise UsageError(f"{path}: empty file (0 bytes); pass a JPEG, PNG, TIFF or similar image")
-    head = data[:8].tobytes()
-    kind = "JPEG" if head.startswith(b"\xff\xd8\xff") else "PNG" if head == b"\x89PNG\r\n\x1a\n" else None
-    cut_png = kind == "PNG" and b"IEND" not in data[-65536:].tobytes()  # kept from libpng, which would print
-    image = None if cut_png else cv2.imdecode(data, IMREAD_FLAGS)
+    kind = next((name for name, start in FILE_SIGNATURES.items() if data[:8].tobytes().startswith(start)), None)
+    image = None
+    if kind != "PNG" or b"IEND" in data[-65536:].tobytes():  # a cut PNG is kept from libpng, which would print
+        image = cv2.imdecode(data, IMREAD_FLAGS)
+    if image is None and kind:
+        raise UsageError(f"{path}: {kind} file that cannot be decoded (truncated or damaged); re-save or "
+                         "re-download it")
     if image is None:
-        raise UsageError(f"{path}: " + (f"{kind} file that cannot be decoded (truncated or damaged); re-save or "
-                         "re-download it" if kind else "not an image OpenCV can decode; pass a JPEG, PNG, TIFF or "
-                         "similar file"))
+        raise UsageError(f"{path}: not an image OpenCV can decode; pass a JPEG, PNG, TIFF or similar file")
     try:
         return to_bgr8(image)
     except UsageError as exc:
@@ -860,9 +858,11 @@ class CropFolder:
 
 def describe(path, faces):
     """Human-readable lines, one per face."""
-    return [f"{path}: face {n} at ({x1}, {y1}, {x2}, {y2}) {face['label']} "
+    if not faces:
+        return [f"{path}: no faces found"]
+    return [f"{path}: face {n} at ({', '.join(map(str, face['box']))}) {face['label']} "
             f"{face['probability'] * 100:.2f}% (face confidence {face['confidence']:.2f})"
-            for n, face in enumerate(faces, 1) for x1, y1, x2, y2 in [face["box"]]] or [f"{path}: no faces found"]
+            for n, face in enumerate(faces, 1)]
 
 
 def run(args):
