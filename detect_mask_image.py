@@ -7,16 +7,12 @@ Usage:
     python detect_mask_image.py -i a.jpg "b c.png" --json --no-display -m mask_detector.keras
     python detect_mask_image.py -i photos/ --crops faces/ --no-display   # a training set for train_mask_detector.py
 
-Faces are found with OpenCV's res10 SSD detector (run at each --detect-size, on the image and its mirror
-image, merged; close-ups get a second look inside a black border), or with --face-detector centerface by
-CenterFace (res10 looks where it finds none); all faces of an image are classified in one batch by the
-MobileNetV2 mask classifier, labelled by its own argmax (-m: .tflite or .keras; a legacy 2020 .model/.h5 is
-converted once with train_mask_detector.py --convert). Prints one line per face (or with --json one JSON
-object per image), shows the annotated image where a display exists, and with -o saves it (a folder when
-several images are given); with --crops it saves each face's crop as the classifier sees it, with a
-manifest.csv, for train_mask_detector.py. Several images: a progress bar on stderr if it is a terminal (not
-in logs). Exit status: 0 ok, 2 bad arguments or inputs (the other images are still processed), 1 any other
-failure.
+Faces are found by OpenCV's res10 SSD (at each --detect-size, on the image and its mirror image; close-ups
+get a second look inside a black border) or by CenterFace (--face-detector centerface; res10 where it finds
+none), and classified in one batch by the MobileNetV2 mask classifier (-m: .tflite or .keras). Prints one
+line per face (--json: one JSON object per image), shows the annotated image where a display exists, saves
+it with -o (a folder for several images) and each face's crop with --crops. Exit status: 0 ok, 2 bad
+arguments or inputs (the other images are still processed), 1 any other failure.
 """
 import argparse
 import contextlib
@@ -28,10 +24,8 @@ import io
 import json
 import math
 import os
-import re
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import cv2
@@ -53,12 +47,11 @@ IMAGE_EXTENSIONS = (".bmp", ".dib", ".jpg", ".jpeg", ".jpe", ".jp2", ".png", ".w
 # Not cv2.IMREAD_UNCHANGED: these flags keep gray/16-bit data as is *and*
 # apply the EXIF orientation of phone photos (IMREAD_UNCHANGED skips that).
 IMREAD_FLAGS = cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR
+FILE_SIGNATURES = {"JPEG": b"\xff\xd8\xff", "PNG": b"\x89PNG\r\n\x1a\n"}  # first bytes (JFIF, PNG specs)
 WINDOW = "Face mask detector"
 CLASS_FOLDERS = ("with_mask", "without_mask")  # train_mask_detector.py's class folders, in the order of LABELS
 MANIFEST = "manifest.csv"  # --crops: one row per crop, with the columns train_mask_detector.py reads
 MANIFEST_COLUMNS = ("file", "label", "source_image", "box_xyxy", "detector", "confidence")
-CROP_NAME = re.compile(r"(.*)_\d+\.jpg")  # a crop's file: <photo's stem>_<face number>.jpg
-MANIFEST_SHARE = 0.05  # --crops rewrites its manifest after a photo unless that would exceed this share of the time
 
 # ---- BEGIN SHARED BLOCK -----------------------------------------------------
 # The detect-and-classify step, verbatim in both scripts (each is standalone):
@@ -384,21 +377,23 @@ def face_json(face):
 
 
 def label_layout(face, width, height):
-    """(text, (x, y) origin, font scale, thickness) of a face's "Label: 99.12%" ("Label: 99%" where even the
-    smallest scale is wider than the box) in a width x height frame: as wide as the box (font scale within
-    LABEL_SCALES), above it, else inside its top edge; inside the frame."""
+    """(text, (x, y) origin, font scale, thickness) of a face's label in a width x height frame: as wide as its
+    box (scale within LABEL_SCALES; "99%" for "99.12%" where the box is too narrow even at the smallest),
+    above the box, else inside its top edge; inside the frame."""
     x1, y1, x2, _ = face["box"]
-    text = f"{face['label']}: {face['probability'] * 100:.2f}%"
-    (unit_width, _), _ = cv2.getTextSize(text, LABEL_FONT, 1.0, 1)
-    if unit_width * LABEL_SCALES[0] > x2 - x1:
-        text = f"{face['label']}: {face['probability'] * 100:.0f}%"
+    for decimals in (2, 0):
+        text = f"{face['label']}: {face['probability'] * 100:.{decimals}f}%"
         (unit_width, _), _ = cv2.getTextSize(text, LABEL_FONT, 1.0, 1)
-    scale = min(max((x2 - x1) / unit_width, LABEL_SCALES[0]), LABEL_SCALES[1])
+        if unit_width * LABEL_SCALES[0] <= x2 - x1:
+            break
+    scale = float(np.clip((x2 - x1) / unit_width, *LABEL_SCALES))
     thickness = max(1, round(2 * scale))
     (text_width, text_height), baseline = cv2.getTextSize(text, LABEL_FONT, scale, thickness)
     gap = max(2, text_height // 2)
+    y = y1 - gap
+    if y - text_height < 0:  # no room above the box
+        y = min(y1 + text_height + gap, height - baseline)
     x = max(0, min(x1, width - text_width))
-    y = y1 - gap if y1 - gap - text_height >= 0 else min(y1 + text_height + gap, height - baseline)
     return text, (x, y), scale, thickness
 
 
@@ -459,21 +454,23 @@ def find_model(model=None):
     """The classifier path: --model as given, else the first DEFAULT_MODEL found."""
     if model and not Path(model).exists():
         raise UsageError(f"--model {model}: no such file; pass a .tflite or .keras classifier")
-    found = [Path(model)] if model else [f / n for n in DEFAULT_MODEL for f in (Path.cwd(), SCRIPT_DIR)
-                                         if (f / n).is_file()]
-    if found:
-        return found[0]
+    if model:
+        return Path(model)
+    for name in DEFAULT_MODEL:
+        for folder in (Path.cwd(), SCRIPT_DIR):
+            if (folder / name).is_file():
+                return folder / name
     raise UsageError(f"no mask classifier: none of {', '.join(DEFAULT_MODEL)} in {Path.cwd()} or "
                      f"{SCRIPT_DIR}; train one with train_mask_detector.py or pass --model PATH")
 
 
-def check_model_shapes(path, input_shape, output_shape):
-    """Raise UsageError unless input is (None, 224, 224, 3) and output (None, 2)."""
-    for what, shape, want in (("input", input_shape, (None, CLASSIFIER_SIZE[1], CLASSIFIER_SIZE[0], 3)),
-                              ("output", output_shape, (None, len(LABELS)))):
-        if any(isinstance(d, (list, tuple, np.ndarray)) for d in shape):  # a list of shapes
-            raise UsageError(f"{path}: model has {len(shape)} {what}s; expected one, of shape {want}")
-        shape = tuple(None if d in (None, -1) else int(d) for d in shape)
+def check_model_shapes(path, input_shapes, output_shapes):
+    """Raise UsageError unless the model has one input, (None, 224, 224, 3), and one output, (None, 2)."""
+    for what, shapes, want in (("input", input_shapes, (None, CLASSIFIER_SIZE[1], CLASSIFIER_SIZE[0], 3)),
+                               ("output", output_shapes, (None, len(LABELS)))):
+        if len(shapes) != 1:
+            raise UsageError(f"{path}: model has {len(shapes)} {what}s; expected one, of shape {want}")
+        shape = tuple(None if d in (None, -1) else int(d) for d in shapes[0])
         if len(shape) != len(want) or any(w is not None and d not in (None, w) for d, w in zip(shape, want)):
             raise UsageError(f"{path}: model has {what} shape {shape}; expected {want}")
 
@@ -489,10 +486,11 @@ class TFLiteClassifier:
             reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
             raise UsageError(f"{path}: not a readable TensorFlow Lite model ({reason}); expected a "
                              ".tflite mask classifier as train_mask_detector.py exports it") from None
-        inputs, outputs = self.interpreter.get_input_details(), self.interpreter.get_output_details()
-        check_model_shapes(path, *([d["shape_signature"] for d in details] if len(details) != 1
-                                   else details[0]["shape_signature"] for details in (inputs, outputs)))
-        self.input, self.output = inputs[0], outputs[0]
+        inputs = self.interpreter.get_input_details()
+        outputs = self.interpreter.get_output_details()
+        check_model_shapes(path, [d["shape_signature"] for d in inputs], [d["shape_signature"] for d in outputs])
+        self.input = inputs[0]
+        self.output = outputs[0]
         self.batch_size = None
 
     def predict(self, batch):
@@ -538,11 +536,7 @@ def load_keras_model(path, threads):
         reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise UsageError(f"{path}: cannot load Keras model ({reason}); expected the mask classifier "
                          "saved by Keras 3, as train_mask_detector.py writes it") from None
-    check_model_shapes(path, model.input_shape, model.output_shape)
-    probe = model.predict_on_batch(np.zeros((1, CLASSIFIER_SIZE[1], CLASSIFIER_SIZE[0], 3), np.float32))
-    if not np.allclose(np.sum(probe), 1.0, atol=1e-3):
-        raise UsageError(f"{path}: model output {np.round(probe, 4).tolist()} for a blank face "
-                         "is not a softmax over 2 classes")
+    check_model_shapes(path, [tuple(t.shape) for t in model.inputs], [tuple(t.shape) for t in model.outputs])
     return model
 
 
@@ -608,10 +602,10 @@ def detect_faces(frame, net, confidence, sizes, nms, border=0.0,
     height, width = frame.shape[:2]
     if border > 0 and (not faces or any(touches_edge(box, width, height) for box, _ in faces)):
         # A large photo is shrunk to the look's largest input first, not framed whole (12 MP: 0.8 s, 105 MB).
-        side = max(width, height) * (1 + 2 * border)
-        longest = max(1, round(max(max(scaled_size(side, side, size)) for size in sizes) / (1 + 2 * border)))
-        small = frame if longest >= max(width, height) else cv2.resize(
-            frame, scaled_size(width, height, longest), interpolation=cv2.INTER_AREA)
+        longest = max(size or NATIVE_MAX_SIDE for size in sizes) / (1 + 2 * border)
+        small = frame
+        if longest < max(width, height):
+            small = cv2.resize(frame, scaled_size(width, height, max(1, round(longest))), interpolation=cv2.INTER_AREA)
         scale_x, scale_y = small.shape[1] / width, small.shape[0] / height
         pad = int(round(border * max(small.shape[:2])))
         framed = cv2.copyMakeBorder(small, pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=(0, 0, 0))
@@ -652,17 +646,17 @@ def detect_and_classify(frame, net, classifier, confidence, sizes, nms, border=0
     return classify_faces(frame, faces, classifier, mask_threshold, "res10")
 
 
-def add_model_arguments(parser, detect_sizes=DEFAULT_DETECT_SIZES, border=DEFAULT_BORDER, mirror=DEFAULT_MIRROR):
+def add_model_arguments(parser):
     """add_shared_arguments and the image script's own: the close-up look and the mirror pass (res10's)."""
-    add_shared_arguments(parser, detect_sizes)
-    parser.add_argument("--border", type=probability, default=border, metavar="F",
+    add_shared_arguments(parser, DEFAULT_DETECT_SIZES)
+    parser.add_argument("--border", type=probability, default=DEFAULT_BORDER, metavar="F",
                         help="when no face is found, or one touches the photo's edge, look again inside a black "
                         "border of this fraction of the longer side (close-ups); 0 = off (default: %(default)s)")
     parser.add_argument("--close-up-confidence", type=probability, default=DEFAULT_CLOSE_UP_CONFIDENCE,
                         metavar="P", help="when even the border look finds no face, take its most confident "
                         f"face spanning {round(CLOSE_UP_MIN_FACE * 100)}%% of the photo's shorter side from "
                         "this confidence on; 1 = off (default: %(default)s)")
-    parser.add_argument("--mirror", action=argparse.BooleanOptionalAction, default=mirror, help="also run the "
+    parser.add_argument("--mirror", action=argparse.BooleanOptionalAction, default=DEFAULT_MIRROR, help="also run the "
                         "face detector on the mirror image (res10 finds some faces one way round only); twice the "
                         "detector's time (default: %(default)s)")
 
@@ -741,14 +735,15 @@ def read_image(path):
         raise UsageError(f"{path}: cannot read ({exc.strerror})") from None
     if not data.size:
         raise UsageError(f"{path}: empty file (0 bytes); pass a JPEG, PNG, TIFF or similar image")
-    head = data[:8].tobytes()
-    kind = "JPEG" if head.startswith(b"\xff\xd8\xff") else "PNG" if head == b"\x89PNG\r\n\x1a\n" else None
-    cut_png = kind == "PNG" and b"IEND" not in data[-65536:].tobytes()  # kept from libpng, which would print
-    image = None if cut_png else cv2.imdecode(data, IMREAD_FLAGS)
+    kind = next((name for name, start in FILE_SIGNATURES.items() if data[:8].tobytes().startswith(start)), None)
+    image = None
+    if kind != "PNG" or b"IEND" in data[-65536:].tobytes():  # a cut PNG is kept from libpng, which would print
+        image = cv2.imdecode(data, IMREAD_FLAGS)
+    if image is None and kind:
+        raise UsageError(f"{path}: {kind} file that cannot be decoded (truncated or damaged); re-save or "
+                         "re-download it")
     if image is None:
-        raise UsageError(f"{path}: " + (f"{kind} file that cannot be decoded (truncated or damaged); re-save or "
-                         "re-download it" if kind else "not an image OpenCV can decode; pass a JPEG, PNG, TIFF or "
-                         "similar file"))
+        raise UsageError(f"{path}: not an image OpenCV can decode; pass a JPEG, PNG, TIFF or similar file")
     try:
         return to_bgr8(image)
     except UsageError as exc:
@@ -797,14 +792,14 @@ def crop_label(image, face):
 
 
 class CropFolder:
-    """--crops DIR: each face's crop as the classifier sees it (classifier_box, clipped; native size) at
-    DIR/<stem>_<n>.jpg (crop_stems; n = the face's number), and DIR/manifest.csv, rewritten after each photo
-    (on long runs every few seconds: MANIFEST_SHARE) and by close().
-    A rerun into a crop folder replaces the crops and rows of the photos it processes and keeps the others;
-    a folder that is neither empty nor a crop folder (no manifest.csv) is refused."""
+    """--crops DIR: each face as the classifier sees it (classifier_box, clipped; native size), saved when found
+    as DIR/<stem>_<n>.jpg (crop_stems; n = the face's number), and DIR/manifest.csv, written by close().
+    A rerun into a crop folder replaces the crops and rows of the photos it processes again and keeps the
+    others; a folder that is neither empty nor a crop folder (no manifest.csv) is refused."""
 
     def __init__(self, folder, texts, images):
-        self.folder, self.manifest = Path(folder), Path(folder) / MANIFEST
+        self.folder = Path(folder)
+        self.manifest = self.folder / MANIFEST
         for text in texts:
             if Path(text).is_dir() and self.folder.resolve().is_relative_to(Path(text).resolve()):
                 raise UsageError(f"--crops {folder}: inside the input folder {text} (its crops would become "
@@ -814,80 +809,77 @@ class CropFolder:
         if self.folder.is_dir() and any(self.folder.iterdir()) and not self.manifest.is_file():
             raise UsageError(f"--crops {folder}: folder is not empty and has no {MANIFEST} (not a crop folder); "
                              "choose a new or empty folder")
-        self.rows = self.read_rows()
+        self.old_rows = self.read_rows()
+        self.rows = []
+        self.sources = set()  # the photos processed by this run
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
-            self.write_manifest()  # a crop folder from the start
+            self.write_manifest(self.old_rows)
         except OSError as exc:
             raise UsageError(f"--crops {folder}: cannot write there ({exc.strerror}); choose another folder") from None
         self.stems = crop_stems(texts, images)
-        self.faces = self.photos = self.without_face = 0
 
     def read_rows(self):
-        """{stem: [row]} of the folder's manifest (rows grouped by their photo); {} when there is none."""
-        rows = {}
+        """The rows of the folder's manifest; [] when there is none."""
         if not self.manifest.is_file():
-            return rows
-        try:
-            with open(self.manifest, newline="", encoding="utf-8") as f:
-                reader = csv.DictReader(f)
-                for row in reader:
-                    name = CROP_NAME.fullmatch(row["file"])
-                    rows.setdefault(name.group(1) if name else row["file"], []).append(row)
-        except (KeyError, TypeError, csv.Error, UnicodeDecodeError) as exc:
-            raise UsageError(f"--crops {self.folder}: {MANIFEST} is not a crop manifest ({exc}); choose "
-                             "another folder") from None
-        return rows
+            return []
+        with open(self.manifest, newline="", encoding="utf-8", errors="replace") as f:
+            reader = csv.DictReader(f)
+            if not set(MANIFEST_COLUMNS) <= set(reader.fieldnames or ()):
+                raise UsageError(f"--crops {self.folder}: {MANIFEST} is not a crop manifest (columns "
+                                 f"{', '.join(MANIFEST_COLUMNS)}); choose another folder")
+            return list(reader)
 
     def add(self, image, frame, faces):
-        """Save the crops of one photo's classified faces (replacing its earlier ones) and rewrite the manifest."""
-        stem = self.stems[image]
+        """Save the crops of one photo's classified faces."""
         height, width = frame.shape[:2]
-        rows = []
         for n, face in enumerate(faces, 1):
             x1, y1, x2, y2 = clip_box(classifier_box(face["box"], face["detector"]), width, height)
-            row = {"file": f"{stem}_{n}.jpg", "label": crop_label(image, face), "source_image": str(image),
-                   "box_xyxy": f"{x1} {y1} {x2} {y2}", "detector": face["detector"],
+            row = {"file": f"{self.stems[image]}_{n}.jpg", "label": crop_label(image, face),
+                   "source_image": str(image), "box_xyxy": f"{x1} {y1} {x2} {y2}", "detector": face["detector"],
                    "confidence": f"{face['confidence']:.4f}"}
             target = self.folder / row["file"]
             target.parent.mkdir(parents=True, exist_ok=True)
             write_image(target, frame[y1:y2, x1:x2])
-            rows.append(row)
-        new = {row["file"] for row in rows}
-        for old in self.rows.get(stem, []):
-            path = (self.folder / old["file"]).resolve()
-            if old["file"] not in new and path.is_relative_to(self.folder.resolve()):
-                path.unlink(missing_ok=True)
-        self.rows[stem] = rows  # in its old place
-        if not rows:
-            del self.rows[stem]
-        self.faces += len(rows)
-        self.photos += bool(rows)
-        self.without_face += not rows
-        if time.monotonic() - self.saved >= self.save_time / MANIFEST_SHARE:
-            self.write_manifest()
+            self.rows.append(row)
+        self.sources.add(str(image))
 
-    def write_manifest(self):
-        start = time.monotonic()
+    def close(self):
+        """Write the manifest: the old rows of photos not processed again, then this run's; delete the crops
+        of the old rows dropped."""
+        new = {row["file"] for row in self.rows}
+        kept = []
+        for row in self.old_rows:
+            if row["file"] in new:
+                continue  # replaced by this run's crop
+            if row["source_image"] not in self.sources:
+                kept.append(row)
+                continue
+            stale = (self.folder / row["file"]).resolve()
+            if stale.is_relative_to(self.folder.resolve()):  # a manifest may name any path
+                stale.unlink(missing_ok=True)
+        self.write_manifest(kept + self.rows)
+
+    def write_manifest(self, rows):
         text = io.StringIO()
         writer = csv.DictWriter(text, MANIFEST_COLUMNS, extrasaction="ignore", lineterminator="\n")
         writer.writeheader()
-        writer.writerows(row for rows in self.rows.values() for row in rows)
+        writer.writerows(rows)
         write_atomically(self.manifest, text.getvalue().encode("utf-8"))
-        self.saved = time.monotonic()
-        self.save_time = self.saved - start
 
-    def close(self):
-        """Write the manifest; the summary line."""
-        self.write_manifest()
-        return f"crops: {self.faces} faces from {self.photos} photos; {self.without_face} photos without a face"
+    def summary(self):
+        photos = len({row["source_image"] for row in self.rows})
+        return (f"crops: {len(self.rows)} faces from {photos} photos; {len(self.sources) - photos} photos "
+                "without a face")
 
 
 def describe(path, faces):
     """Human-readable lines, one per face."""
-    return [f"{path}: face {n} at ({x1}, {y1}, {x2}, {y2}) {face['label']} "
+    if not faces:
+        return [f"{path}: no faces found"]
+    return [f"{path}: face {n} at ({', '.join(map(str, face['box']))}) {face['label']} "
             f"{face['probability'] * 100:.2f}% (face confidence {face['confidence']:.2f})"
-            for n, face in enumerate(faces, 1) for x1, y1, x2, y2 in [face["box"]]] or [f"{path}: no faces found"]
+            for n, face in enumerate(faces, 1)]
 
 
 def run(args):
@@ -903,34 +895,38 @@ def run(args):
     failed = 0
     progress = tqdm(zip(images, outputs), total=len(images), unit="photo",
                     disable=len(images) < 2 or not sys.stderr.isatty())
-    for path, output in progress:
-        try:
-            frame = read_image(path)
-        except UsageError as exc:
-            tqdm.write(f"error: {exc}", file=sys.stderr)  # the bar cleared for the line
-            failed += 1
-            continue
-        faces = detect_and_classify(frame, net, classifier, args.confidence, args.detect_size, args.nms,
-                                    args.border, args.mask_threshold, args.close_up_confidence, args.mirror,
-                                    fallback)
-        with tqdm.external_write_mode():
-            print(json.dumps({"image": str(path), "faces": [face_json(f) for f in faces]}) if args.json
-                  else "\n".join(describe(path, faces)), flush=True)
+    try:
+        for path, output in progress:
+            try:
+                frame = read_image(path)
+            except UsageError as exc:
+                tqdm.write(f"error: {exc}", file=sys.stderr)  # the bar cleared for the line
+                failed += 1
+                continue
+            faces = detect_and_classify(frame, net, classifier, args.confidence, args.detect_size, args.nms,
+                                        args.border, args.mask_threshold, args.close_up_confidence, args.mirror,
+                                        fallback)
+            with tqdm.external_write_mode():
+                print(json.dumps({"image": str(path), "faces": [face_json(f) for f in faces]}) if args.json
+                      else "\n".join(describe(path, faces)), flush=True)
+            if crops:
+                crops.add(path, frame, faces)
+            if output or display:
+                draw_faces(frame, faces)
+            if output:
+                write_image(output, frame)
+            if display:
+                cv2.imshow(WINDOW, frame)
+                if cv2.waitKey(0) & 0xFF in (ord("q"), 27):
+                    break
+    finally:  # also on Ctrl-C: the manifest lists every crop written
+        progress.close()
         if crops:
-            crops.add(path, frame, faces)
-        if output or display:
-            draw_faces(frame, faces)
-        if output:
-            write_image(output, frame)
-        if display:
-            cv2.imshow(WINDOW, frame)
-            if cv2.waitKey(0) & 0xFF in (ord("q"), 27):
-                break
-    progress.close()
+            crops.close()
     if display:
         cv2.destroyAllWindows()
     if crops:
-        print(crops.close(), file=sys.stderr)
+        print(crops.summary(), file=sys.stderr)
     return 2 if failed else 0
 
 

@@ -5,6 +5,7 @@ and (slow, cached per process) a small 2020-architecture classifier saved as
 .keras, .tflite and Keras-3 .h5.
 """
 import atexit
+import contextlib
 import functools
 import shutil
 import sys
@@ -156,7 +157,8 @@ def small_models():
         warnings.simplefilter("ignore", DeprecationWarning)
         model.save(paths["keras"])
         model.save(paths["h5"])
-    paths["tflite"].write_bytes(tf.lite.TFLiteConverter.from_keras_model(model).convert())
+    with contextlib.redirect_stdout(sys.stderr):  # the converter prints "Saved artifact at ..." to stdout
+        paths["tflite"].write_bytes(tf.lite.TFLiteConverter.from_keras_model(model).convert())
     return paths
 
 

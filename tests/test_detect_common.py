@@ -317,13 +317,15 @@ def test_draw_faces_puts_text_inside_a_box_at_the_top_edge():
 
 def test_check_model_shapes():
     check = image_script.check_model_shapes
-    check("m", (None, 224, 224, 3), (None, 2))
-    check("m", [-1, 224, 224, 3], [1, 2])
+    check("m", [(None, 224, 224, 3)], [(None, 2)])
+    check("m", [[-1, 224, 224, 3]], [[1, 2]])
     expected = r"m: model has output shape \(None, 3\); expected \(None, 2\)"
     with pytest.raises(image_script.UsageError, match=expected):
-        check("m", (None, 224, 224, 3), (None, 3))
+        check("m", [(None, 224, 224, 3)], [(None, 3)])
     with pytest.raises(image_script.UsageError, match=r"model has input shape \(None, 128, 128, 3\)"):
-        check("m", (None, 128, 128, 3), (None, 2))
+        check("m", [(None, 128, 128, 3)], [(None, 2)])
+    with pytest.raises(image_script.UsageError, match=r"m: model has 2 outputs; expected one"):
+        check("m", [(None, 224, 224, 3)], [(None, 2), (None, 2)])
 
 
 # --- face detector files -------------------------------------------------------------------------
