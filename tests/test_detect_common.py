@@ -286,10 +286,12 @@ def test_labels_and_colours():
         assert script.CLASSIFIER_SIZE == (224, 224)
 
 
-def test_face_json_rounds_to_4_places():
-    face = {"box": (1, 2, 3, 4), "confidence": 0.987654, "label": "Mask", "probability": 0.123456789}
-    assert image_script.face_json(face) == {"box": [1, 2, 3, 4], "confidence": 0.9877,
-                                            "label": "Mask", "probability": 0.1235}
+def test_face_json_rounds_to_4_places_but_the_mask_probability():
+    face = {"box": (1, 2, 3, 4), "confidence": 0.987654, "label": "Mask", "probability": 0.123456789,
+            "detector": "res10", "mask_probability": 0.123456789}
+    assert image_script.face_json(face) == {"box": [1, 2, 3, 4], "confidence": 0.9877, "label": "Mask",
+                                            "probability": 0.1235, "detector": "res10",
+                                            "mask_probability": 0.123456789}
 
 
 @pytest.mark.parametrize("label", ["Mask", "No Mask"])
@@ -495,9 +497,10 @@ def test_both_scripts_give_identical_results(photo):
     assert results[0] == results[1]
     assert len(results[0]) >= 1
     face = results[0][0]
-    assert set(face) == {"box", "confidence", "label", "probability"}
+    assert set(face) == {"box", "confidence", "label", "probability", "detector", "mask_probability"}
     assert all(type(v) is int for v in face["box"])
     assert face["label"] in ("Mask", "No Mask") and 0.5 <= face["probability"] <= 1.0
+    assert face["detector"] == "res10" and type(face["mask_probability"]) is float
 
 
 @pytest.mark.parametrize("sizes", [[300], [600], [0], [300, 600]])

@@ -44,7 +44,8 @@ def test_json_output_on_a_real_face(stub, photo, capsys):
     faces = records[0]["faces"]
     assert len(faces) >= 1 and clf.calls == [len(faces)]
     for face in faces:
-        assert set(face) == {"box", "confidence", "label", "probability"}
+        assert set(face) == {"box", "confidence", "label", "probability", "detector", "mask_probability"}
+        assert face["detector"] == "res10"
         x1, y1, x2, y2 = face["box"]
         assert all(type(v) is int for v in face["box"])
         assert 0 <= x1 < x2 <= 512 and 0 <= y1 < y2 <= 600

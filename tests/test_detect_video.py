@@ -59,7 +59,8 @@ def test_video_to_json_and_annotated_output(stub, video, tmp_path, capsys, suffi
     assert all(len(r["faces"]) >= 1 for r in records)
     assert clf.calls == [len(r["faces"]) for r in records]  # one classifier call per frame
     face = records[0]["faces"][0]
-    assert set(face) == {"box", "confidence", "label", "probability", "id", "frame_label", "frame_probability"}
+    assert set(face) == {"box", "confidence", "label", "probability", "id", "frame_label", "frame_probability",
+                         "detector", "mask_probability"}
     assert frame_count(out) == FRAMES
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["clip.avi", out.name, "stub.tflite"])
     summary = err.strip().splitlines()[-1]
