@@ -99,7 +99,7 @@ def number(cast, low, high=math.inf, low_open=False):
             value = cast(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"not a{'n integer' if cast is int else ' number'}: {text!r}") from None
-        if value < low or (low_open and value == low) or value > high:
+        if not ((low < value if low_open else low <= value) and value <= high):  # NaN is outside too
             low_side = "(" if low_open else "["
             raise argparse.ArgumentTypeError(f"must lie in {low_side}{low}, {high}], got {value}")
         return value
@@ -336,7 +336,10 @@ def check_outputs(paths: dict, overwrite: bool) -> None:
         raise UsageError(f"{', '.join(existing)} already exist{'s' if len(existing) == 1 else ''}; pass --overwrite "
                          "to replace them, or write elsewhere with --model (the other outputs go beside it)")
     for name, path in paths.items():
-        check_writable(path / "probe" if name == "reports" else path)
+        if name == "reports" and path.exists() and not path.is_dir():
+            raise UsageError(f"{path} is a file; training writes its reports into a folder of that name")
+        if name != "reports":
+            check_writable(path)
 
 
 def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict:
@@ -432,6 +435,9 @@ def load_class_folders(folder: Path, limit: int = 0) -> dict:
         if kept == 0:
             raise UsageError(f"{folder / name} holds no readable images; both classes need some")
     data["kind"] = "face crops with a manifest" if manifest else "face images"
+    # One face per photo (face images, or crops of one face each): look for masked/unmasked twins by features.
+    one_each = not manifest or len(set(data["sources"])) == len(data["sources"])
+    data["twins"] = [one_each] * len(data["labels"])
     return data
 
 
@@ -465,18 +471,19 @@ def load_voc(folder: Path, limit: int = 0) -> dict:
         raise UsageError(f"{folder}: its annotations/*.xml name no {CLASS_DIRS[0]} or {CLASS_DIRS[1]} face "
                          "with a readable image in images/")
     data["kind"] = "VOC set"
+    data["twins"] = [False] * len(data["labels"])
     return data
 
 
 def load_datasets(folders, limit: int = 0) -> dict:
     """Every --dataset folder's faces: crops (RGB uint8 224x224), labels, paths, skipped files, each face's
     folder (index into folders) and source photo (None: a photo of its own), and each folder's kind."""
-    data = {"crops": [], "labels": [], "paths": [], "sources": [], "skipped": [], "folder": [], "kinds": [],
-            "folders": [str(f) for f in folders]}
+    data = {"crops": [], "labels": [], "paths": [], "sources": [], "skipped": [], "twins": [], "folder": [],
+            "kinds": [], "folders": [str(f) for f in folders]}
     for index, folder in enumerate(folders):
         voc = (folder / "annotations").is_dir()
         part = load_voc(folder, limit) if voc else load_class_folders(folder, limit)
-        for key in ("crops", "labels", "paths", "sources", "skipped"):
+        for key in ("crops", "labels", "paths", "sources", "skipped", "twins"):
             data[key] += part[key]
         data["folder"] += [index] * len(part["labels"])
         data["kinds"].append(part["kind"])
@@ -486,10 +493,10 @@ def load_datasets(folders, limit: int = 0) -> dict:
     return data
 
 
-def find_groups(crops, feature_model=None, sources=None) -> np.ndarray:
+def find_groups(crops, feature_model=None, sources=None, twins=None) -> np.ndarray:
     """Group exact duplicates, mirrored copies and masked/unmasked twins of the same face (their upper part,
-    which a mask never covers: pixels, and MobileNetV2 features when a feature model is given) and the faces
-    of one source photo (sources[i], None for a photo of its own)."""
+    which a mask never covers: pixels, and MobileNetV2 features of the faces where twins[i] is True, when a
+    feature model is given) and the faces of one source photo (sources[i], None for a photo of its own)."""
     digests = [hashlib.sha1(np.ascontiguousarray(crop).tobytes()).hexdigest() for crop in crops]
     first = {}
     pairs = []
@@ -500,13 +507,15 @@ def find_groups(crops, feature_model=None, sources=None) -> np.ndarray:
     thumbs = np.array([upper_thumbnail(crop) for crop in crops])
     mirrored = np.array([upper_thumbnail(crop, mirror=True) for crop in crops])
     pairs += similar_pairs(thumbs, mirrored, GROUP_PIXEL_CORRELATION)
-    if feature_model is not None and len(crops):
-        tops = np.array([crop_face(cv2.cvtColor(crop[: int(crop.shape[0] * 0.45)], cv2.COLOR_RGB2BGR)) for crop in crops])
+    chosen = np.flatnonzero(np.ones(len(crops), bool) if twins is None else twins)
+    if feature_model is not None and len(chosen):
+        tops = np.array([crop_face(cv2.cvtColor(crops[i][: int(crops[i].shape[0] * 0.45)], cv2.COLOR_RGB2BGR))
+                         for i in chosen])
         features = feature_model.predict(preprocess(tops), batch_size=64, verbose=0)
         features_m = feature_model.predict(preprocess(tops[:, :, ::-1]), batch_size=64, verbose=0)
         features /= np.linalg.norm(features, axis=1, keepdims=True) + 1e-6
         features_m /= np.linalg.norm(features_m, axis=1, keepdims=True) + 1e-6
-        pairs += similar_pairs(features, features_m, GROUP_FEATURE_COSINE)
+        pairs += [(chosen[i], chosen[j]) for i, j in similar_pairs(features, features_m, GROUP_FEATURE_COSINE)]
     first_face = {}
     for index, source in enumerate(sources or []):
         if source is not None:
@@ -973,8 +982,9 @@ def folder_faces(folders: dict, model_path: Path, options, option: str) -> dict:
                              + f" in its {len(folder['photos'])} photos; a balanced accuracy needs both classes")
         print(f"[INFO] {name}: {len(faces['labels'])} faces found by {DETECT_SCRIPT} "
               f"({np.bincount(faces['labels'], minlength=2).tolist()} Mask / No Mask), "
-              f"{sum(faces['missed'])} labelled {'faces' if folder['layout'] == 'voc' else 'photos'} without one")
-    print(f"[INFO] {DETECT_SCRIPT} scored {len(photos)} photos in {time.perf_counter() - started:.0f} s")
+              f"{sum(faces['missed'])} labelled {'faces' if folder['layout'] == 'voc' else 'photos'} without one",
+              file=sys.stderr)
+    print(f"[INFO] {DETECT_SCRIPT} scored {len(photos)} photos in {time.perf_counter() - started:.0f} s", file=sys.stderr)
     return sets
 
 
@@ -1062,7 +1072,7 @@ def evaluate(args) -> int:
         raise UsageError(f"model {model_path} not found; train one with: python train_mask_detector.py")
     folders = labelled_folders(args.evaluate, "--evaluate", args.limit)
     report_dir = model_path.parent / REPORTS
-    check_writable(report_dir / "probe")
+    check_outputs({"reports": report_dir}, overwrite=True)
     sets = folder_faces(folders, model_path, args.detect_options, "--evaluate")
     for name, faces in sets.items():
         truth, predicted = faces["labels"], faces["predicted"]
@@ -1104,8 +1114,7 @@ def recalibrate(args) -> int:
         raise UsageError(f"--model {model_path}: --calibrate rewrites a Keras '.keras' model (its LiteRT files follow)")
     folders = labelled_folders(args.calibrate, "--calibrate", args.limit)
     paths = output_paths(model_path, args.tflite)
-    for name, path in paths.items():
-        check_writable(path / "probe" if name == "reports" else path)
+    check_outputs(paths, overwrite=True)  # rewriting --model and its LiteRT files is what this mode is for
     model = load_keras_model(model_path)
     previous = folded_bias(model_path)
     sets = folder_faces(folders, model_path, args.detect_options, "--calibrate")
@@ -1133,7 +1142,7 @@ def prepare_split(data: dict, args) -> dict:
 
         feature_model = keras.applications.MobileNetV2(weights="imagenet", include_top=False,
                                                        input_shape=(*IMAGE_SIZE, 3), pooling="avg")
-    groups = find_groups(data["crops"], feature_model, data["sources"])
+    groups = find_groups(data["crops"], feature_model, data["sources"], data["twins"])
     print(f"[INFO] {len(np.unique(groups))} groups (duplicates, mirrored copies, masked/unmasked twins and the "
           f"faces of one photo kept together; largest {np.bincount(groups).max()})")
     train_index, test_index = split_groups(data["labels"], groups, args.test_size, args.seed)
