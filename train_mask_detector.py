@@ -123,8 +123,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                         "--dataset; the other outputs go beside it (default: %(default)s)")
     p.add_argument("--overwrite", action="store_true", help="let training replace the model and outputs beside it")
     p.add_argument("--tflite", nargs="*", choices=TFLITE_VARIANTS, default=list(TFLITE_VARIANTS), metavar="VARIANT",
-                   help=f"LiteRT files to write: any of {', '.join(TFLITE_VARIANTS)}, none for none; the first is "
-                        "also <stem>.tflite, the file the detect scripts load (default: all three)")
+                   help=f"LiteRT files to write, any of {', '.join(TFLITE_VARIANTS)} (none: no LiteRT file); the first "
+                        "is also <stem>.tflite, the file the detect scripts load (default: all three)")
     p.add_argument("--evaluate", nargs="+", metavar="DIR",
                    help="score --model on labelled photos (with_mask/ + without_mask/, or a VOC set) with the "
                         "faces and labels of detect_mask_image.py")
@@ -133,15 +133,19 @@ def parse_args(argv=None) -> argparse.Namespace:
                         "log-odds bias that maximises the mean of their balanced accuracies and fold it into the "
                         "model. With --dataset: after training; without: --model in place, LiteRT files too")
     p.add_argument("--export-only", action="store_true", help="write the LiteRT files of --model (no training)")
-    p.add_argument("--convert", metavar="PATH", help="convert a legacy 2020 .model/.h5 once: writes <stem>.keras and <stem>.tflite")
+    p.add_argument("--convert", metavar="PATH",
+                   help="convert a legacy 2020 .model/.h5 once: writes <stem>.keras and <stem>.tflite")
     # the 2020 recipe
-    p.add_argument("--epochs", type=number(int, 1), default=20, help="epochs of the head phase (default: 20, as in 2020)")
-    p.add_argument("--batch-size", type=number(int, 1), default=32, help="images per step (default: 32, as in 2020)")
+    p.add_argument("--epochs", type=number(int, 1), default=20, metavar="N",
+                   help="epochs of the head phase (default: 20, as in 2020)")
+    p.add_argument("--batch-size", type=number(int, 1), default=32, metavar="N",
+                   help="images per step (default: 32, as in 2020)")
     p.add_argument("--learning-rate", type=number(float, 0, low_open=True), default=1e-4,
-                   help="Adam learning rate of the head phase (default: %(default)s)")
-    p.add_argument("--dropout", type=number(float, 0, 1), default=0.5, help="dropout before the output layer (default: %(default)s)")
+                   metavar="LR", help="Adam learning rate of the head phase (default: %(default)s)")
+    p.add_argument("--dropout", type=number(float, 0, 1), default=0.5, metavar="F",
+                   help="dropout before the output layer (default: %(default)s)")
     p.add_argument("--test-size", type=number(float, 0, 0.5, low_open=True), default=0.2,
-                   help="held-out fraction, grouped and stratified: the split holds out 1 in round(1/x) "
+                   metavar="F", help="held-out fraction, grouped and stratified: the split holds out 1 in round(1/x) "
                         "(default: %(default)s)")
     p.add_argument("--augment", choices=("classic", "robust"), default="robust",
                    help="classic: the 2020 flips, rotation, zoom, shift and shear; robust: also mask "
@@ -149,27 +153,31 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--class-weight", choices=("balanced", "none"), default="balanced",
                    help="balanced: both classes weigh the same in the loss (default: %(default)s)")
     p.add_argument("--fine-tune-layers", type=number(int, 0), default=19,
+                   metavar="N",
                    help="top MobileNetV2 layers to unfreeze after the head phase, BatchNorm layers not counted "
                         "(they stay frozen) (default: %(default)s)")
     p.add_argument("--fine-tune-epochs", type=number(int, 0),
+                   metavar="N",
                    help="epochs of the fine-tune phase, 0 for none (default: a quarter of --epochs, rounded "
                         "down: 5 for 20, none for --epochs 1 to 3)")
     p.add_argument("--fine-tune-learning-rate", type=number(float, 0, low_open=True), default=1e-5,
-                   help="Adam learning rate of the fine-tune phase (default: %(default)s)")
+                   metavar="LR", help="Adam learning rate of the fine-tune phase (default: %(default)s)")
     p.add_argument("--weights", choices=("imagenet", "none"), default="imagenet",
                    help="MobileNetV2 start weights; none for quick test runs (default: %(default)s)")
-    p.add_argument("--seed", type=int, default=42, help="seeds Python, NumPy, TensorFlow and the split (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=42, metavar="N",
+                   help="seeds Python, NumPy, TensorFlow and the split (default: %(default)s)")
     p.add_argument("--deterministic", action="store_true",
                    help="the same weights from every run with a given --seed (slower: fewer threads)")
     p.add_argument("--limit", type=number(int, 0), default=0,
-                   help="use at most N images per class of each folder (a VOC set: N photos); 0 = all")
+                   metavar="N", help="use at most N images per class of each folder (a VOC set: N photos); 0 = all")
     p.add_argument("--debug", action="store_true", help="show tracebacks and TensorFlow's logs")
     args = p.parse_args(argv)
     chosen = [f"--{m.replace('_', '-')}" for m in MODES if getattr(args, m)]
     if len(chosen) > 1:
         p.error(f"{' and '.join(chosen)} are separate modes; give one")
     if detect_options and not (args.evaluate or args.calibrate):
-        p.error(f"options after -- ({' '.join(detect_options)}) go to {DETECT_SCRIPT}: only with --evaluate or --calibrate")
+        p.error(f"options after -- ({' '.join(detect_options)}) go to {DETECT_SCRIPT}: only with --evaluate or "
+                "--calibrate")
     args.detect_options = detect_options
     if args.fine_tune_epochs is None:
         args.fine_tune_epochs = args.epochs // 4
@@ -750,60 +758,20 @@ def tflite_bytes(model, variant: str, representative: np.ndarray) -> bytes:
         return converter.convert()
 
 
-def tflite_predict(model_bytes: bytes, batch: np.ndarray, threads: int = 2) -> np.ndarray:
-    """Run a LiteRT model over preprocessed images (in chunks), dequantising int8 in and out."""
-    from ai_edge_litert.interpreter import Interpreter
-
-    interpreter = Interpreter(model_content=model_bytes, num_threads=threads)
-    source = interpreter.get_input_details()[0]
-    chunk = 32
-    interpreter.resize_tensor_input(source["index"], [chunk, *IMAGE_SIZE, 3])
-    interpreter.allocate_tensors()
-    source = interpreter.get_input_details()[0]
-    target = interpreter.get_output_details()[0]
-    outputs = []
-    for start in range(0, len(batch), chunk):
-        part = batch[start:start + chunk]
-        padded = np.zeros((chunk, *IMAGE_SIZE, 3), np.float32)
-        padded[: len(part)] = part
-        if source["dtype"] != np.float32:
-            scale, zero = source["quantization"]
-            info = np.iinfo(source["dtype"])
-            padded = np.clip(np.round(padded / scale + zero), info.min, info.max).astype(source["dtype"])
-        interpreter.set_tensor(source["index"], padded)
-        interpreter.invoke()
-        result = interpreter.get_tensor(target["index"])[: len(part)]
-        if target["dtype"] != np.float32:
-            scale, zero = target["quantization"]
-            result = (result.astype(np.float32) - zero) * scale
-        outputs.append(result)
-    return np.concatenate(outputs) if outputs else np.zeros((0, 2), np.float32)
-
-
-
-
-def export_tflite(model, model_path: Path, variants, representative, test_x, test_y) -> dict:
-    """Write <stem>_<variant>.tflite for each variant, the first also as <stem>.tflite; with held-out
-    crops (test_x), each one's held-out accuracy."""
+def export_tflite(model, model_path: Path, variants, representative) -> dict:
+    """Write <stem>_<variant>.tflite for each variant, the first also as <stem>.tflite."""
     results = {}
     paths = output_paths(model_path, variants)
     for variant in variants:
         started = time.perf_counter()
         data = tflite_bytes(model, variant, representative)
         write_bytes(paths[f"tflite_{variant}"], data)
-        entry = {"path": str(paths[f"tflite_{variant}"]), "bytes": len(data),
-                 "convert_seconds": round(time.perf_counter() - started, 1)}
+        results[variant] = {"path": str(paths[f"tflite_{variant}"]), "bytes": len(data),
+                            "convert_seconds": round(time.perf_counter() - started, 1)}
         if variant == variants[0]:
             write_bytes(paths["tflite"], data)
-            entry["also"] = str(paths["tflite"])
-        if len(test_x):
-            with quiet_native_stderr():  # LiteRT's XNNPACK line
-                predicted = tflite_predict(data, test_x).argmax(axis=1)
-            entry["held_out_accuracy"] = float(np.mean(predicted == test_y))
-        results[variant] = entry
-        print(f"[INFO] wrote {entry['path']}" + (f" and {entry['also']}" if "also" in entry else "")
-              + f" ({len(data) / 1e6:.1f} MB)"
-              + (f", held-out accuracy {entry['held_out_accuracy']:.4f}" if "held_out_accuracy" in entry else ""))
+        also = f" and {paths['tflite']}" if variant == variants[0] else ""
+        print(f"[INFO] wrote {paths[f'tflite_{variant}']}{also} ({len(data) / 1e6:.1f} MB)")
     return results
 
 
@@ -984,7 +952,8 @@ def folder_faces(folders: dict, model_path: Path, options, option: str) -> dict:
               f"({np.bincount(faces['labels'], minlength=2).tolist()} Mask / No Mask), "
               f"{sum(faces['missed'])} labelled {'faces' if folder['layout'] == 'voc' else 'photos'} without one",
               file=sys.stderr)
-    print(f"[INFO] {DETECT_SCRIPT} scored {len(photos)} photos in {time.perf_counter() - started:.0f} s", file=sys.stderr)
+    seconds = time.perf_counter() - started
+    print(f"[INFO] {DETECT_SCRIPT} scored {len(photos)} photos in {seconds:.0f} s", file=sys.stderr)
     return sets
 
 
@@ -1102,7 +1071,7 @@ def export_only(args) -> int:
             raise UsageError(f"int8 export needs representative faces: dataset {' '.join(args.dataset)} not found")
         crops = load_datasets(folders, args.limit)["crops"]
         representative = crops[np.random.default_rng(args.seed).permutation(len(crops))[:REPRESENTATIVE_SAMPLES]]
-    export_tflite(model, model_path, args.tflite, representative, np.zeros((0,)), np.zeros((0,)))
+    export_tflite(model, model_path, args.tflite, representative)
     return 0
 
 
@@ -1123,7 +1092,7 @@ def recalibrate(args) -> int:
     faces = [face for found in sets.values() for face in found["faces"]]
     order = np.random.default_rng(args.seed).permutation(len(faces))
     representative = face_crops([faces[i] for i in order], REPRESENTATIVE_SAMPLES if "int8" in args.tflite else 0)
-    tflite = export_tflite(model, model_path, args.tflite, representative, np.zeros((0,)), np.zeros((0,)))
+    tflite = export_tflite(model, model_path, args.tflite, representative)
     metrics = {"command": "python " + " ".join([Path(sys.argv[0]).name] + sys.argv[1:]), "model": str(model_path),
                "calibration": info, "tflite": tflite, "wall_seconds": round(time.perf_counter() - started, 1)}
     write_bytes(paths["metrics"], (json.dumps(metrics, indent=2) + "\n").encode())
@@ -1206,8 +1175,7 @@ def train(args) -> int:
         calibration = calibrate(model, sets)
 
     print("[INFO] evaluating on the held-out side" + (" (calibrated model)..." if calibration else "..."))
-    test_x = preprocess(crops[test_index])
-    probabilities = model.predict(test_x, batch_size=args.batch_size, verbose=0)
+    probabilities = model.predict(preprocess(crops[test_index]), batch_size=args.batch_size, verbose=0)
     predicted = probabilities.argmax(axis=1)
     from sklearn.metrics import classification_report
 
@@ -1227,7 +1195,7 @@ def train(args) -> int:
                   [dataset["paths"][i] for i in test_index], paths["reports"], "held_out")
     rng = np.random.default_rng(args.seed)
     representative = crops[train_index][rng.permutation(len(train_index))[:REPRESENTATIVE_SAMPLES]]
-    tflite = export_tflite(model, model_path, args.tflite, representative, test_x, labels[test_index])
+    tflite = export_tflite(model, model_path, args.tflite, representative)
 
     groups = split["groups"]
     metrics.update({

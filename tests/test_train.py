@@ -381,11 +381,13 @@ def test_tiny_model_keeps_the_contract(trained):
 def test_float32_litert_agrees_with_keras(trained):
     import keras
 
+    import detect_mask_image
+
     _, out = trained
     model = keras.saving.load_model(out / "mask_detector.keras", compile=False, safe_mode=True)
     batch = np.random.default_rng(0).uniform(-1, 1, (4, 224, 224, 3)).astype(np.float32)
     expected = model.predict(batch, verbose=0)
-    got = train.tflite_predict((out / "mask_detector_float32.tflite").read_bytes(), batch)
+    got = detect_mask_image.load_classifier(out / "mask_detector_float32.tflite").predict(batch)
     np.testing.assert_allclose(got, expected, atol=1e-4)
 
 
@@ -470,10 +472,13 @@ def test_folding_needs_a_softmax_pair_at_the_end():
 
 
 def test_litert_export_of_a_folded_model_answers_the_same(tmp_path):
+    import detect_mask_image
+
     model = train.fold_mask_bias(tiny_classifier(spread=20.0), 3.0)
     batch = train.preprocess(np.random.default_rng(2).integers(0, 256, (8, 224, 224, 3), dtype=np.uint8))
     expected = model.predict(batch, verbose=0)
-    got = train.tflite_predict(train.tflite_bytes(model, "float16", np.zeros((0,))), batch)
+    (tmp_path / "m.tflite").write_bytes(train.tflite_bytes(model, "float16", np.zeros((0,))))
+    got = detect_mask_image.load_classifier(tmp_path / "m.tflite").predict(batch)
     np.testing.assert_allclose(got, expected, atol=1e-2)
 
 
