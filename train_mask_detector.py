@@ -900,7 +900,7 @@ def detect_script_faces(photos, model_path: Path, options) -> dict:
     done = subprocess.run(command, capture_output=True, text=True)
     if done.returncode != 0:
         reason = (done.stderr.strip().splitlines() or [f"exit status {done.returncode}"])[-1]
-        raise UsageError(f"{DETECT_SCRIPT}: {reason.removeprefix('error: ')}")
+        raise UsageError(f"{DETECT_SCRIPT}: {reason.split('error: ', 1)[-1]}")  # its "error:" or argparse's
     results = (json.loads(line) for line in done.stdout.splitlines() if line.startswith("{"))
     return {result["image"]: result["faces"] for result in results}
 
