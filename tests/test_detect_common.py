@@ -220,7 +220,9 @@ def test_mask_threshold_must_lie_strictly_between_0_and_1(script, value, capsys)
 def test_shared_block_stays_short():
     """The twin holds the detect-and-classify step and what both scripts need around it, nothing more."""
     lines = [line for line in shared_block(image_script).splitlines() if line.strip()]
-    assert len(lines) <= 412  # non-blank: 392 before CenterFace (issue 24) joined both detectors' interface
+    # non-blank: 412 after CenterFace (issue 24); then the detector of each face, the bounded CenterFace cache, the
+    # classifier in batches, the label scaled to the box and the res10-masks weights (issues 27-29): 426
+    assert len(lines) <= 430
 
 
 @pytest.mark.parametrize("flag", ["--border", "--close-up-confidence", "--mirror", "--no-mirror"])
