@@ -755,7 +755,8 @@ def tflite_bytes(model, variant: str, representative: np.ndarray) -> bytes:
             converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
             converter.inference_input_type = tf.int8
             converter.inference_output_type = tf.int8
-        return converter.convert()
+        with quiet_native_stderr():  # the converter prints its settings from C++
+            return converter.convert()
 
 
 def export_tflite(model, model_path: Path, variants, representative) -> dict:
