@@ -815,8 +815,6 @@ class LatestFrame(threading.Thread):
             self.capture.release()
 
 
-
-
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(
         prog=Path(__file__).name, description="Detect faces in video and classify each as Mask / No Mask.")
@@ -927,10 +925,12 @@ def draw(frame, faces, fps):
     cv2.putText(frame, f"FPS: {fps:.1f}", (10, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (255, 255, 0), 2)
 
 
-def process(args, capture, live, net, classifier, output, display, view=None, reopen=None):
-    """The frame loop; returns the exit status. Writes the output also on q and Ctrl-C."""
+def process(args, capture, live, net, classifier, view=None, reopen=None):
+    """The frame loop over capture (live: a camera or stream); returns the exit status. Writes --output also
+    on q and Ctrl-C."""
     source_fps = fps if 0 < (fps := capture.get(cv2.CAP_PROP_FPS)) < 1000 else 0.0
-    writer = Output(output, source_fps or DEFAULT_OUTPUT_FPS) if output else None
+    writer = Output(args.output, source_fps or DEFAULT_OUTPUT_FPS) if args.output else None
+    display = not args.no_display and has_display()
     source = LatestFrame(capture, args.max_failures, reopen) if live else capture
     tracker, people, times = Tracker(args.mask_threshold, args.min_face), People(args), collections.deque()
     frames, status, previous = 0, 0, None
@@ -982,6 +982,8 @@ def process(args, capture, live, net, classifier, output, display, view=None, re
     finally:
         if live:
             source.stop()
+        if display:
+            cv2.destroyAllWindows()
     if writer:
         writer.close()
     people.update([], tracker.tracks)
@@ -1001,19 +1003,16 @@ def run(args):
     check_args(args)
     cv2.setNumThreads(args.threads)
     capture, live = open_source(args.input)
-    display, view = not args.no_display and has_display(), None
+    view = None
     try:
         view = LiveView(args.serve) if args.serve else None
         net = load_face_detector(args.face, args.face_detector)
         classifier = load_classifier(find_model(args.model), args.threads)
-        return process(args, capture, live, net, classifier, args.output, display, view,
-                       lambda: open_source(args.input)[0])
+        return process(args, capture, live, net, classifier, view, lambda: open_source(args.input)[0])
     finally:
         capture.release()
         if view:
             view.close()
-        if display:
-            cv2.destroyAllWindows()
 
 
 def main(argv=None):
