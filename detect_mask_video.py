@@ -774,12 +774,12 @@ class LatestFrame(threading.Thread):
     def __init__(self, capture, max_failures, reopen=None):
         super().__init__(daemon=True)
         self.capture, self.max_failures, self.reopen, self.ready = capture, max_failures, reopen, threading.Condition()
-        self.frame, self.error, self.done, self.failed, self.failures, self.skipped = None, None, False, 0, 0, 0
-        self.reconnects, self.stopped = 0, threading.Event()
+        self.frame, self.error, self.failed, self.failures, self.skipped, self.reconnects = None, None, 0, 0, 0, 0
+        self.stopped = threading.Event()  # set by stop(), a read's exception or too many failures in a row
         self.start()
 
     def run(self):
-        while not self.done:
+        while not self.stopped.is_set():
             if self.failures and self.reopen and not self.stopped.wait(
                     min(RECONNECT_FIRST_S * 2 ** (self.failures - 1), RECONNECT_MAX_S)):
                 self.capture.release()
@@ -795,20 +795,19 @@ class LatestFrame(threading.Thread):
                     self.frame, self.failures, self.skipped = frame, 0, self.skipped + (self.frame is not None)
                 elif self.error is None:
                     self.failed, self.failures = self.failed + 1, self.failures + 1
-                self.done = self.done or self.error is not None or self.failures > self.max_failures
+                if self.error is not None or self.failures > self.max_failures:
+                    self.stopped.set()
                 self.ready.notify()
 
     def read(self):
         with self.ready:
-            self.ready.wait_for(lambda: self.frame is not None or self.done)
+            self.ready.wait_for(lambda: self.frame is not None or self.stopped.is_set())
             frame, self.frame = self.frame, None
         if frame is None and self.error is not None:
             raise self.error
         return frame is not None, frame
 
     def stop(self):
-        with self.ready:
-            self.done = True
         self.stopped.set()
         self.join(READER_STOP_S)
         if self.reopen:
@@ -816,8 +815,7 @@ class LatestFrame(threading.Thread):
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(
-        prog=Path(__file__).name, description="Detect faces in video and classify each as Mask / No Mask.")
+    parser = argparse.ArgumentParser(prog=Path(__file__).name, description=__doc__.splitlines()[0])
     parser.add_argument("-i", "--input", default="0", metavar="SRC", help="camera index (digits), video file or "
                         "stream URL (default: %(default)s)")
     parser.add_argument("-o", "--output", metavar="FILE", help=f"save the annotated video ({' or '.join(FOURCC)})")
@@ -827,8 +825,8 @@ def parse_args(argv=None):
                         "every N-th frame; the tracker carries the boxes in between (default: %(default)s)")
     parser.add_argument("--max-frames", type=count(1), metavar="N", help="stop after N frames")
     parser.add_argument("--max-failures", type=count(0), default=DEFAULT_MAX_FAILURES, metavar="N", help="failed "
-                        "reads in a row tolerated from a camera or stream, each followed by a reopen after "
-                        f"{RECONNECT_FIRST_S} s doubling to {RECONNECT_MAX_S} s (default: %(default)s); files just end")
+                        "reads in a row tolerated from a camera or stream, each followed by a reopen (default: "
+                        "%(default)s)")
     parser.add_argument("--min-face", type=count(0), default=DEFAULT_MIN_FACE, metavar="PX", help="faces smaller "
                         "(sqrt(w * h)) are drawn grey and never decide a label (default: %(default)s)")
     parser.add_argument("--serve", metavar="[HOST:]PORT", help="serve the annotated video and counts on a web page "
