@@ -655,9 +655,8 @@ class Tracker:
 
 
 class People:
-    """Person events and counts: a verdict once a track has PERSON_MIN_FRAMES judged frames (the sign of their
-    evidence; printed with --json, its frame saved by --snapshots, its line piped into --on-person in the
-    background), an end line when it ends."""
+    """Person events and counts: a verdict once a track has PERSON_MIN_FRAMES judged frames (printed with --json,
+    its frame saved by --snapshots, its line piped into --on-person in a thread pool), an end line when it ends."""
 
     def __init__(self, args):
         self.args = args
@@ -816,17 +815,15 @@ class LatestFrame(threading.Thread):
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(prog=Path(__file__).name, description=__doc__.splitlines()[0])
-    parser.add_argument("-i", "--input", default="0", metavar="SRC", help="camera index (digits), video file or "
-                        "stream URL (default: %(default)s)")
+    parser.add_argument("-i", "--input", default="0", metavar="SRC", help="camera index, video file or stream URL "
+                        "(default: %(default)s)")
     parser.add_argument("-o", "--output", metavar="FILE", help=f"save the annotated video ({' or '.join(FOURCC)})")
-    parser.add_argument("--json", action="store_true", help="print one JSON line per frame, and per person at its "
-                        "verdict and when its track ends")
+    parser.add_argument("--json", action="store_true", help="print a JSON line per frame and per person (verdict, end)")
     parser.add_argument("--detect-every", type=count(1), default=1, metavar="N", help="run the face detector on "
                         "every N-th frame; the tracker carries the boxes in between (default: %(default)s)")
     parser.add_argument("--max-frames", type=count(1), metavar="N", help="stop after N frames")
     parser.add_argument("--max-failures", type=count(0), default=DEFAULT_MAX_FAILURES, metavar="N", help="failed "
-                        "reads in a row tolerated from a camera or stream, each followed by a reopen (default: "
-                        "%(default)s)")
+                        "reads in a row from a camera or stream, each followed by a reopen (default: %(default)s)")
     parser.add_argument("--min-face", type=count(0), default=DEFAULT_MIN_FACE, metavar="PX", help="faces smaller "
                         "(sqrt(w * h)) are drawn grey and never decide a label (default: %(default)s)")
     parser.add_argument("--serve", metavar="[HOST:]PORT", help="serve the annotated video and counts on a web page "
@@ -839,8 +836,7 @@ def parse_args(argv=None):
 
 
 def check_args(args):
-    """Raise UsageError, before any frame is read, unless --on-person names a program found, --snapshots a
-    writable folder and --output a video file OpenCV can write, not the input."""
+    """Raise UsageError, before any frame is read, unless --on-person, --snapshots and --output can work."""
     if args.on_person and not shutil.which((shlex.split(args.on_person) or [""])[0]):
         raise UsageError(f"--on-person {args.on_person!r}: no such program; give a command on PATH or its path")
     try:
@@ -884,8 +880,7 @@ def open_source(source):
 
 
 class Output:
-    """The annotated video, written to a temp file beside path at the first frame's size; close() renames it to
-    path (keep) or removes it."""
+    """The annotated video: a temp file beside path (frames at the first's size), renamed by close() or removed."""
 
     def __init__(self, path, fps):
         self.path = Path(path)
@@ -924,8 +919,7 @@ def draw(frame, faces, fps):
 
 
 def process(args, capture, live, net, classifier, view=None, reopen=None):
-    """The frame loop over capture (live: a camera or stream); returns the exit status. Writes --output also
-    on q and Ctrl-C."""
+    """The frame loop (live: a camera or stream); returns the exit status; writes --output also on q and Ctrl-C."""
     source_fps = fps if 0 < (fps := capture.get(cv2.CAP_PROP_FPS)) < 1000 else 0.0
     writer = Output(args.output, source_fps or DEFAULT_OUTPUT_FPS) if args.output else None
     display = not args.no_display and has_display()
