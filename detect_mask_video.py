@@ -1,24 +1,17 @@
 #!/usr/bin/env python3
-"""Find faces in a camera, video file or stream and tell whether each wears a mask.
+"""Label the faces of a camera, video file or stream Mask / No Mask, track them and count the people.
 
 Usage:
     python detect_mask_video.py                      # camera 0, press q to quit
     python detect_mask_video.py -i clip.mp4 -o annotated.mp4 --no-display
-    python detect_mask_video.py -i rtsp://host/stream --json --no-display --max-frames 100
+    python detect_mask_video.py -i rtsp://host/stream --json --no-display --serve 8000
 
-Each frame: faces from OpenCV's res10 SSD detector (at each --detect-size, merged) or CenterFace
-(--face-detector centerface, at the frame's own size), all classified in one batch by the MobileNetV2 mask
-classifier (-m: .tflite or .keras; a legacy 2020 .model/.h5 is converted once with train_mask_detector.py
---convert); --detect-every N runs the detector on every N-th frame only. Faces are tracked: each has an id
-and a label from its track's recent faces of --min-face px or more (smaller: drawn grey). --json prints one
-JSON object per frame and per person: "verdict" once its track has PERSON_MIN_FRAMES such frames (also piped
-into --on-person CMD, its frame saved in --snapshots DIR) and "end"; -o saves the annotated video (.mp4 or .avi;
-a temp file renamed at the end, also after q or Ctrl-C); --serve [HOST:]PORT shows it on a web page. A camera
-or stream is read in a thread that keeps only the newest frame, and reopened when it stops. The summary on
-stderr counts people. Exit status: 0 ok, 2 bad arguments or a source that cannot be opened, 1 other failures.
+Options: --help; the door camera (--serve, --on-person, --snapshots): README.md.
+Exit status: 0 ok, 2 bad arguments or a source that cannot be opened, 1 other failures, 130 Ctrl-C.
 """
 import argparse
 import collections
+import concurrent.futures
 import contextlib
 import functools
 import hashlib
@@ -49,7 +42,7 @@ FPS_WINDOW_S = 2.0  # the FPS drawn and served: frames over the last this many s
 # Tracking, tuned on ../shared/validation/scene_video.py's video (tests/RESULTS.md, "Tracking").
 TRACK_MIN_IOU = 0.2  # a face continues the track whose carried box it overlaps this much (IoU), best first
 TRACK_MAX_MISSES = 10  # detector passes a track may go unmatched (res10 loses small faces for up to ~8 frames)
-LABEL_WINDOW = 15  # detector passes of Mask log-odds whose mean gives a track's label
+LABEL_WINDOW = 15  # detector passes of Mask log-odds whose mean gives a track's label (>= PERSON_MIN_FRAMES)
 LABEL_HYSTERESIS = 0.05  # |mean log-odds| the other label must pass to take over (more keeps wrong first labels)
 SCENE_CUT = 20.0  # mean |difference| (0-255) of consecutive 32x24 grey thumbnails that ends all tracks
 PERSON_MIN_FRAMES = 5  # frames a track must be shown to be a person, and judged (face >= --min-face) for a verdict
@@ -64,7 +57,6 @@ PAGE = b"""<!doctype html><meta name="viewport" content="width=device-width"><ti
 <img id="view" style="max-width:100%"><p id="counts">waiting for the first frame</p><script>view.src = "/stream.mjpg";
 setInterval(async () => { const c = await (await fetch("/counts.json")).json(); counts.textContent = `${c.Mask} ` +
 `with mask, ${c["No Mask"]} without mask, ${c["Too far to tell"]} too far to tell; ${c.fps} FPS`; }, 1000);</script>"""
-WINDOW = "Face mask detector"
 
 # ---- BEGIN SHARED BLOCK -----------------------------------------------------
 # The detect-and-classify step, verbatim in both scripts (each is standalone):
@@ -636,14 +628,14 @@ class Tracker:
                 t["speed"] = [(b - a) / max(frame - t["seen"], 1) for a, b in zip(t["face"]["box"], face["box"])]
             else:
                 t = {"id": self.next_id, "first_frame": frame, "first_time": seconds, "frames": 0, "judged": 0,
-                     "evidence": [], "total": 0.0, "speed": [0.0] * 4, "label": face["label"]}
+                     "evidence": collections.deque(maxlen=self.window), "speed": [0.0] * 4, "label": face["label"]}
                 self.next_id += 1
                 self.tracks.append(t)
             x1, y1, x2, y2 = t["box"] = list(face["box"])
             t.update(seen=frame, misses=0, face=face, too_small=(x2 - x1) * (y2 - y1) < self.min_face ** 2)
             if not t["too_small"]:
-                t["evidence"] = (t["evidence"] + [mask_log_odds(face, self.threshold)])[-self.window:]
-                t.update(total=t["total"] + t["evidence"][-1], label=steady_label(t["label"], t["evidence"]))
+                t["evidence"].append(mask_log_odds(face, self.threshold))
+                t["label"] = steady_label(t["label"], t["evidence"])
             shown.append(t)
         ended += [t for t in self.tracks if t["misses"] > self.max_misses]
         self.tracks = [t for t in self.tracks if t["misses"] <= self.max_misses]
@@ -664,11 +656,13 @@ class Tracker:
 
 class People:
     """Person events and counts: a verdict once a track has PERSON_MIN_FRAMES judged frames (printed with --json,
-    its frame saved by --snapshots, its line piped into --on-person in a thread), an end line when it ends."""
+    its frame saved by --snapshots, its line piped into --on-person in a thread pool), an end line when it ends."""
 
     def __init__(self, args):
-        self.args, self.piped, self.threads, self.outcomes = args, False, [], []
+        self.args = args
         self.counts = dict.fromkeys([*LABELS, TOO_FAR], 0)
+        self.commands = concurrent.futures.ThreadPoolExecutor()  # --on-person, each killed after a timeout
+        self.problems = []  # each command that failed or timed out: "failed" or "timed out"
 
     def update(self, tracks, ended, frame=None):
         """Print the ended tracks' end lines; settle the verdicts due among tracks (frame: drawn, for snapshots)."""
@@ -676,13 +670,11 @@ class People:
             self.counts[TOO_FAR] += "verdict" not in t
             self.emit(t, "end")
         for t in [t for t in tracks if t["judged"] >= PERSON_MIN_FRAMES and "verdict" not in t]:
-            t["verdict"] = LABELS[t["total"] < 0]
+            t["verdict"] = LABELS[sum(t["evidence"]) < 0]
             self.counts[t["verdict"]] += 1
             line = self.emit(t, "verdict")
             if self.args.on_person:
-                self.threads = [thread for thread in self.threads if thread.is_alive()] + [
-                    threading.Thread(target=self.run_command, args=[line.encode() + b"\n"])]
-                self.threads[-1].start()
+                self.commands.submit(self.run_command, line.encode() + b"\n")
             if self.args.snapshots:
                 path = Path(self.args.snapshots, time.strftime("%Y%m%d-%H%M%S-") + f"person{t['id']}.jpg")
                 (temp := temp_path_beside(path)).write_bytes(cv2.imencode(".jpg", frame)[1].tobytes())
@@ -693,18 +685,19 @@ class People:
         line = json.dumps({"event": event, "person": t["id"], **{k: t[k] for k in ("first_frame", "last_frame")},
                            **{k: round(t[k], 4) for k in ("first_time", "last_time")},
                            "label": t.get("verdict", TOO_FAR), "frames": t["frames"], "judged_frames": t["judged"]})
-        if self.args.json and not self.piped:
+        if self.args.json:
             print(line, flush=True)
         return line
 
     def run_command(self, data):
-        """--on-person CMD with data on stdin; outcomes: its exit status, or the error (TimeoutExpired: killed)."""
+        """--on-person CMD with data on stdin; a failure or timeout (the command killed) kept for the summary."""
         try:
-            result = subprocess.run(shlex.split(self.args.on_person), input=data, stdout=subprocess.DEVNULL,
-                                    timeout=ON_PERSON_TIMEOUT_S)
-            self.outcomes.append(result.returncode)
-        except (OSError, subprocess.TimeoutExpired) as exc:
-            self.outcomes.append(exc)
+            subprocess.run(shlex.split(self.args.on_person), input=data, stdout=subprocess.DEVNULL, check=True,
+                           timeout=ON_PERSON_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            self.problems.append("timed out")
+        except (OSError, subprocess.CalledProcessError):
+            self.problems.append("failed")
 
 
 class LiveView(http.server.ThreadingHTTPServer):
@@ -780,12 +773,12 @@ class LatestFrame(threading.Thread):
     def __init__(self, capture, max_failures, reopen=None):
         super().__init__(daemon=True)
         self.capture, self.max_failures, self.reopen, self.ready = capture, max_failures, reopen, threading.Condition()
-        self.frame, self.error, self.done, self.failed, self.failures, self.skipped = None, None, False, 0, 0, 0
-        self.reconnects, self.stopped = 0, threading.Event()
+        self.frame, self.error, self.failed, self.failures, self.skipped, self.reconnects = None, None, 0, 0, 0, 0
+        self.stopped = threading.Event()  # set by stop(), a read's exception or too many failures in a row
         self.start()
 
     def run(self):
-        while not self.done:
+        while not self.stopped.is_set():
             if self.failures and self.reopen and not self.stopped.wait(
                     min(RECONNECT_FIRST_S * 2 ** (self.failures - 1), RECONNECT_MAX_S)):
                 self.capture.release()
@@ -801,20 +794,19 @@ class LatestFrame(threading.Thread):
                     self.frame, self.failures, self.skipped = frame, 0, self.skipped + (self.frame is not None)
                 elif self.error is None:
                     self.failed, self.failures = self.failed + 1, self.failures + 1
-                self.done = self.done or self.error is not None or self.failures > self.max_failures
+                if self.error is not None or self.failures > self.max_failures:
+                    self.stopped.set()
                 self.ready.notify()
 
     def read(self):
         with self.ready:
-            self.ready.wait_for(lambda: self.frame is not None or self.done)
+            self.ready.wait_for(lambda: self.frame is not None or self.stopped.is_set())
             frame, self.frame = self.frame, None
         if frame is None and self.error is not None:
             raise self.error
         return frame is not None, frame
 
     def stop(self):
-        with self.ready:
-            self.done = True
         self.stopped.set()
         self.join(READER_STOP_S)
         if self.reopen:
@@ -822,23 +814,20 @@ class LatestFrame(threading.Thread):
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(
-        prog=Path(__file__).name, description="Detect faces in video and classify each as Mask / No Mask.")
-    parser.add_argument("-i", "--input", default="0", metavar="SRC", help="camera index (digits), video file or "
-                        "stream URL (default: %(default)s)")
+    parser = argparse.ArgumentParser(prog=Path(__file__).name, description=__doc__.splitlines()[0])
+    parser.add_argument("-i", "--input", default="0", metavar="SRC", help="camera index, video file or stream URL "
+                        "(default: %(default)s)")
     parser.add_argument("-o", "--output", metavar="FILE", help=f"save the annotated video ({' or '.join(FOURCC)})")
-    parser.add_argument("--json", action="store_true", help="print one JSON object per frame, and per person "
-                        "at its verdict and when its track ends")
+    parser.add_argument("--json", action="store_true", help="print a JSON line per frame and per person (verdict, end)")
     parser.add_argument("--detect-every", type=count(1), default=1, metavar="N", help="run the face detector on "
                         "every N-th frame; the tracker carries the boxes in between (default: %(default)s)")
     parser.add_argument("--max-frames", type=count(1), metavar="N", help="stop after N frames")
     parser.add_argument("--max-failures", type=count(0), default=DEFAULT_MAX_FAILURES, metavar="N", help="failed "
-                        "reads in a row tolerated from a camera or stream, each followed by a reopen after "
-                        f"{RECONNECT_FIRST_S} s doubling to {RECONNECT_MAX_S} s (default: %(default)s); files just end")
+                        "reads in a row from a camera or stream, each followed by a reopen (default: %(default)s)")
     parser.add_argument("--min-face", type=count(0), default=DEFAULT_MIN_FACE, metavar="PX", help="faces smaller "
                         "(sqrt(w * h)) are drawn grey and never decide a label (default: %(default)s)")
-    parser.add_argument("--serve", metavar="[HOST:]PORT", help="serve the annotated video and "
-                        "counts on a web page (host 127.0.0.1 unless named; 0.0.0.0 = all interfaces)")
+    parser.add_argument("--serve", metavar="[HOST:]PORT", help="serve the annotated video and counts on a web page "
+                        "(host 127.0.0.1 unless named; 0.0.0.0 = all interfaces)")
     parser.add_argument("--on-person", metavar="CMD", help="run CMD with each verdict's JSON line on stdin, in the "
                         f"background (killed after {ON_PERSON_TIMEOUT_S:g} s)")
     parser.add_argument("--snapshots", metavar="DIR", help="save the annotated frame of each person's verdict here")
@@ -846,8 +835,8 @@ def parse_args(argv=None):
     return with_detector_defaults(parser.parse_args(argv), DEFAULT_DETECT_SIZES)
 
 
-def check_events(args):
-    """Raise UsageError unless --on-person names a program found and --snapshots a writable folder."""
+def check_args(args):
+    """Raise UsageError, before any frame is read, unless --on-person, --snapshots and --output can work."""
     if args.on_person and not shutil.which((shlex.split(args.on_person) or [""])[0]):
         raise UsageError(f"--on-person {args.on_person!r}: no such program; give a command on PATH or its path")
     try:
@@ -857,6 +846,22 @@ def check_events(args):
     except OSError as exc:
         raise UsageError(f"--snapshots {args.snapshots}: cannot write there ({exc.strerror}); choose another "
                          "folder") from None
+    if not args.output:
+        return
+    output = Path(args.output)
+    if output.suffix.lower() not in FOURCC:
+        raise UsageError(f"--output {output}: unsupported extension; use {' or '.join(FOURCC)}")
+    if output.is_dir():
+        raise UsageError(f"--output {output}: is a folder; give a video file name such as "
+                         f"{output / ('annotated' + output.suffix)}")
+    if output.resolve() == Path(args.input).resolve():
+        raise UsageError(f"--output {output}: would overwrite the input video; choose another path")
+    check_writable(output)
+    probe = Output(output, DEFAULT_OUTPUT_FPS)
+    try:
+        probe.write(np.zeros((64, 64, 3), np.uint8))
+    finally:
+        probe.close(keep=False)
 
 
 def open_source(source):
@@ -874,54 +879,32 @@ def open_source(source):
     return capture, kind != "file"
 
 
-def check_output(output, source):
-    """Path of the output video, its codec checked and its folder writable, before any work."""
-    if not output:
-        return None
-    output = Path(output)
-    if output.suffix.lower() not in FOURCC:
-        raise UsageError(f"--output {output}: unsupported extension; use {' or '.join(FOURCC)}")
-    if output.is_dir():
-        raise UsageError(f"--output {output}: is a folder; give a video file name such as "
-                         f"{output / ('annotated' + output.suffix)}")
-    if Path(source).exists() and output.resolve() == Path(source).resolve():
-        raise UsageError(f"--output {output}: would overwrite the input video; choose another path")
-    check_writable(output)
-    probe = Output(output, DEFAULT_OUTPUT_FPS)
-    with contextlib.suppress(RuntimeError):  # OpenCV could not start writing
-        probe.write(np.zeros((64, 64, 3), np.uint8))
-    probe.close(keep=False)
-    if not probe.frames:
-        raise UsageError(f"--output {output}: OpenCV cannot write {output.suffix} video here; try .avi")
-    return output
-
-
 class Output:
-    """Annotated video written to a temp file beside the target; renamed by close()."""
+    """The annotated video: a temp file beside path (frames at the first's size), renamed by close() or removed."""
 
     def __init__(self, path, fps):
-        self.path, self.fps, self.temp, self.writer, self.size, self.frames = path, fps, None, None, None, 0
+        self.path = Path(path)
+        self.fps = fps
+        self.temp = temp_path_beside(self.path)
+        self.writer = None
 
     def write(self, frame):
         if self.writer is None:
-            self.size = (frame.shape[1], frame.shape[0])
-            self.temp = temp_path_beside(self.path)
+            self.size = frame.shape[1::-1]
             fourcc = cv2.VideoWriter_fourcc(*FOURCC[self.path.suffix.lower()])
             self.writer = cv2.VideoWriter(str(self.temp), fourcc, self.fps, self.size)
             if not self.writer.isOpened():
-                raise RuntimeError(f"{self.path}: OpenCV could not start writing the video")
-        if (frame.shape[1], frame.shape[0]) != self.size:
+                raise UsageError(f"--output {self.path}: OpenCV cannot write {self.path.suffix} video here; try .avi")
+        if frame.shape[1::-1] != self.size:
             frame = cv2.resize(frame, self.size)
         self.writer.write(frame)
-        self.frames += 1
 
     def close(self, keep=True):
         if self.writer is not None:
             self.writer.release()
-            if keep and self.frames:
+            if keep:
                 os.replace(self.temp, self.path)
-            self.temp.unlink(missing_ok=True)
-            self.writer = None
+        self.temp.unlink(missing_ok=True)
 
 
 def draw(frame, faces, fps):
@@ -935,10 +918,11 @@ def draw(frame, faces, fps):
     cv2.putText(frame, f"FPS: {fps:.1f}", (10, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (255, 255, 0), 2)
 
 
-def process(args, capture, live, net, classifier, output, display, view=None, reopen=None):
-    """The frame loop; returns the exit status. Writes the output also on q and Ctrl-C."""
+def process(args, capture, live, net, classifier, view=None, reopen=None):
+    """The frame loop (live: a camera or stream); returns the exit status; writes --output also on q and Ctrl-C."""
     source_fps = fps if 0 < (fps := capture.get(cv2.CAP_PROP_FPS)) < 1000 else 0.0
-    writer = Output(output, source_fps or DEFAULT_OUTPUT_FPS) if output else None
+    writer = Output(args.output, source_fps or DEFAULT_OUTPUT_FPS) if args.output else None
+    display = not args.no_display and has_display()
     source = LatestFrame(capture, args.max_failures, reopen) if live else capture
     tracker, people, times = Tracker(args.mask_threshold, args.min_face), People(args), collections.deque()
     frames, status, previous = 0, 0, None
@@ -947,13 +931,12 @@ def process(args, capture, live, net, classifier, output, display, view=None, re
         while args.max_frames is None or frames < args.max_frames:
             ok, frame = source.read()
             if not ok or frame is None:
-                if not live and frames == 0:
-                    raise UsageError(f"{args.input}: no frames could be read; "
-                                     "pass a video file OpenCV can read (e.g. .mp4 or .avi)")
                 if live:
                     print(f"error: {args.input}: gave up after {source.failures} failed reads in a row "
                           "(raise --max-failures to wait longer)", file=sys.stderr)
                     status = 1
+                elif frames == 0:
+                    raise UsageError(f"{args.input}: no frames could be read; pass a video file OpenCV can read")
                 break
             seconds = frames / source_fps if source_fps and not live else time.perf_counter() - start
             thumb = cv2.resize(cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY), (32, 24), interpolation=cv2.INTER_AREA)
@@ -966,8 +949,8 @@ def process(args, capture, live, net, classifier, output, display, view=None, re
                 times.popleft()
             fps = (len(times) - 1) / max(times[-1] - times[0], 1e-6)
             if args.json:
-                faces_json = [face_json(f) for f in faces]
-                print(json.dumps({"frame": frames, "time": round(seconds, 4), "faces": faces_json}), flush=True)
+                print(json.dumps({"frame": frames, "time": round(seconds, 4), "faces": [face_json(f) for f in faces]}),
+                      flush=True)
             frames += 1
             draw(frame, faces, fps)
             people.update(tracker.tracks, ended, frame)
@@ -976,14 +959,14 @@ def process(args, capture, live, net, classifier, output, display, view=None, re
             if writer:
                 writer.write(frame)
             if display:
-                cv2.imshow(WINDOW, frame)
+                cv2.imshow("Face mask detector", frame)
                 if cv2.waitKey(1) & 0xFF == ord("q"):
                     break
     except KeyboardInterrupt:
         status = 130
-    except BrokenPipeError:  # --json piped into e.g. head: stop like q
+    except BrokenPipeError:  # --json piped into e.g. head: stop like q, print no more
         silence_stdout()
-        people.piped = True
+        args.json = False
     except BaseException:
         if writer:
             writer.close(keep=False)
@@ -991,39 +974,37 @@ def process(args, capture, live, net, classifier, output, display, view=None, re
     finally:
         if live:
             source.stop()
+        if display:
+            cv2.destroyAllWindows()
     if writer:
         writer.close()
     people.update([], tracker.tracks)
+    people.commands.shutdown()
     fps = frames / max(time.perf_counter() - start, 1e-9)
-    for thread in people.threads:
-        thread.join()
-    timeouts = [o for o in people.outcomes if isinstance(o, subprocess.TimeoutExpired)]
-    print(f"summary: {frames} frames, {source.failed if live else 0} dropped, {source.skipped if live else 0} "
-          f"skipped, {source.reconnects if live else 0} reconnects, mean {fps:.1f} FPS, people (seen "
-          f"{PERSON_MIN_FRAMES}+ frames): {people.counts['Mask']} with mask, {people.counts['No Mask']} without mask, "
-          f"{people.counts[TOO_FAR]} too far to tell (faces under {args.min_face} px)" + (
-              f"; --on-person: {sum(o != 0 for o in people.outcomes) - len(timeouts)} failed, {len(timeouts)} timed out"
-              if args.on_person else ""), file=sys.stderr)
+    counts = people.counts
+    print(f"summary: {frames} frames, {getattr(source, 'failed', 0)} dropped, {getattr(source, 'skipped', 0)} "
+          f"skipped, {getattr(source, 'reconnects', 0)} reconnects, mean {fps:.1f} FPS, people (seen "
+          f"{PERSON_MIN_FRAMES}+ frames): {counts['Mask']} with mask, {counts['No Mask']} without mask, "
+          f"{counts[TOO_FAR]} too far to tell (faces under {args.min_face} px)" + (
+              f"; --on-person: {people.problems.count('failed')} failed, {people.problems.count('timed out')} "
+              "timed out" if args.on_person else ""), file=sys.stderr)
     return status
 
 
 def run(args):
-    output = check_output(args.output, args.input)
-    check_events(args)
+    check_args(args)
     cv2.setNumThreads(args.threads)
     capture, live = open_source(args.input)
-    display, view = not args.no_display and has_display(), None
+    view = None
     try:
         view = LiveView(args.serve) if args.serve else None
         net = load_face_detector(args.face, args.face_detector)
         classifier = load_classifier(find_model(args.model), args.threads)
-        return process(args, capture, live, net, classifier, output, display, view, lambda: open_source(args.input)[0])
+        return process(args, capture, live, net, classifier, view, lambda: open_source(args.input)[0])
     finally:
         capture.release()
         if view:
             view.close()
-        if display:
-            cv2.destroyAllWindows()
 
 
 def main(argv=None):

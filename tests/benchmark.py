@@ -1020,7 +1020,7 @@ def child_video_sizes(args):
     with open(os.devnull, "w") as devnull:
         saved, sys.stdout = sys.stdout, devnull
         start = time.perf_counter()
-        dmv.process(options, SizeChangingCapture(), False, net, classifier, None, False)
+        dmv.process(options, SizeChangingCapture(), False, net, classifier)
         seconds = time.perf_counter() - start
         sys.stdout = saved
     return {"peak_rss_mib": peak_rss_mib(), "seconds": seconds}

@@ -130,7 +130,7 @@ class FakeCapture:
 
 
 def loop_args(**overrides):
-    args = vars(video_script.parse_args(["--json", "--max-failures", "2", "--nms", "0.4"]))
+    args = vars(video_script.parse_args(["--json", "--no-display", "--max-failures", "2", "--nms", "0.4"]))
     args.update(overrides)
     return argparse.Namespace(**args)
 
@@ -138,7 +138,7 @@ def loop_args(**overrides):
 def test_live_source_tolerates_failed_reads_then_gives_up(capsys):
     frame = video_frames(1)[0]
     capture = FakeCapture([frame, None, None, frame, None, None, None, frame], delay=0.1)
-    status = video_script.process(loop_args(), capture, True, face_net(), StubClassifier(), None, False)
+    status = video_script.process(loop_args(), capture, True, face_net(), StubClassifier())
     out, err = capsys.readouterr()
     assert status == 1
     assert len(out.splitlines()) == 2  # frames 0 and 1; the last frame is never reached
@@ -149,7 +149,7 @@ def test_live_source_tolerates_failed_reads_then_gives_up(capsys):
 def test_file_source_just_ends(capsys):
     frame = video_frames(1)[0]
     capture = FakeCapture([frame, frame, None, frame], fps=25.0)
-    status = video_script.process(loop_args(), capture, False, face_net(), StubClassifier(), None, False)
+    status = video_script.process(loop_args(), capture, False, face_net(), StubClassifier())
     out, err = capsys.readouterr()
     assert status == 0 and len(out.splitlines()) == 2 and "summary: 2 frames, 0 dropped" in err
 
@@ -158,8 +158,7 @@ def test_ctrl_c_still_writes_the_output(tmp_path, capsys):
     frames = video_frames(3)
     capture = FakeCapture([*frames, KeyboardInterrupt()], fps=10.0)
     out = tmp_path / "partial.avi"
-    status = video_script.process(loop_args(json=False), capture, False, face_net(), StubClassifier(),
-                                  out, False)
+    status = video_script.process(loop_args(json=False, output=out), capture, False, face_net(), StubClassifier())
     assert status == 130
     assert frame_count(out) == 3
     assert [p.name for p in tmp_path.iterdir()] == ["partial.avi"]  # no temp file left
@@ -179,7 +178,7 @@ def test_closed_stdout_stops_like_q_and_keeps_the_output(tmp_path, monkeypatch, 
     monkeypatch.setattr(sys, "stdout", ClosingPipe())
     capture = FakeCapture(video_frames(4), fps=10.0)
     out = tmp_path / "piped.avi"
-    assert video_script.process(loop_args(), capture, False, face_net(), StubClassifier(), out, False) == 0
+    assert video_script.process(loop_args(output=out), capture, False, face_net(), StubClassifier()) == 0
     assert frame_count(out) == 1
     assert "summary: 1 frames" in capsys.readouterr().err
 
@@ -189,7 +188,7 @@ def test_a_crash_leaves_no_half_written_output(tmp_path):
     capture = FakeCapture([*frames, RuntimeError("decoder exploded")], fps=10.0)
     out = tmp_path / "crash.mp4"
     with pytest.raises(RuntimeError):
-        video_script.process(loop_args(json=False), capture, False, face_net(), StubClassifier(), out, False)
+        video_script.process(loop_args(json=False, output=out), capture, False, face_net(), StubClassifier())
     assert list(tmp_path.iterdir()) == []
 
 
@@ -197,8 +196,8 @@ def test_frames_of_changing_size_are_resized_for_the_writer(tmp_path):
     small, big = np.zeros((60, 80, 3), np.uint8), np.zeros((120, 160, 3), np.uint8)
     capture = FakeCapture([small, big, small], fps=10.0)
     out = tmp_path / "sizes.avi"
-    assert video_script.process(loop_args(json=False), capture, False, face_net(), StubClassifier(),
-                                out, False) == 0
+    assert video_script.process(loop_args(json=False, output=out), capture, False, face_net(),
+                                StubClassifier()) == 0
     assert frame_count(out) == 3
 
 

@@ -179,7 +179,7 @@ def test_live_reader_hands_over_a_capture_error():
 def test_a_camera_that_stops_gives_one_error_line_and_keeps_the_output(tmp_path, capsys):
     out = tmp_path / "live.avi"
     args = v.parse_args(["--json", "--no-display", "--max-failures", "2", "-o", str(out)])
-    status = v.process(args, Camera(0.03, 3), True, face_net(), StubClassifier(), out, False)
+    status = v.process(args, Camera(0.03, 3), True, face_net(), StubClassifier())
     err = capsys.readouterr().err
     assert status == 1 and [line for line in err.splitlines() if line.startswith("error:")] == [
         "error: 0: gave up after 3 failed reads in a row (raise --max-failures to wait longer)"]
@@ -235,6 +235,6 @@ def test_a_tracker_error_is_one_line(monkeypatch, tmp_path, capsys):
 def test_reader_thread_does_not_outlive_process():
     before = threading.active_count()
     args = v.parse_args(["--no-display", "--max-frames", "2"])
-    assert v.process(args, Camera(0.01, 100), True, face_net(), StubClassifier(), None, False) == 0
+    assert v.process(args, Camera(0.01, 100), True, face_net(), StubClassifier()) == 0
     time.sleep(0.05)
     assert threading.active_count() == before
