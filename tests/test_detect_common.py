@@ -220,9 +220,8 @@ def test_mask_threshold_must_lie_strictly_between_0_and_1(script, value, capsys)
 def test_shared_block_stays_short():
     """The twin holds the detect-and-classify step and what both scripts need around it, nothing more."""
     lines = [line for line in shared_block(image_script).splitlines() if line.strip()]
-    # non-blank: 412 after CenterFace (issue 24); then the detector of each face, the bounded CenterFace cache, the
-    # classifier in batches, the label scaled to the box and the res10-masks weights (issues 27-29): 426
-    assert len(lines) <= 430
+    # non-blank lines: 416, and room for 4
+    assert len(lines) <= 420
 
 
 @pytest.mark.parametrize("flag", ["--border", "--close-up-confidence", "--mirror", "--no-mirror"])
@@ -677,12 +676,13 @@ def test_centerface_on_a_blank_frame_finds_nothing():
     assert image_script.detect_faces(np.full((240, 320, 3), 128, np.uint8), centerface(), 0.5, [0], 0.3) == []
 
 
-@pytest.mark.parametrize("box, framing, expected", [
-    ((10, 20, 30, 60), (0.0, 0.0, 1.0, 1.0), (10, 20, 30, 60)),
-    ((10, 20, 30, 60), (0.0, -0.1, 1.0, 1.2), (10, 12, 30, 60)),
-    ((10, 20, 30, 60), (0.5, 0.0, 2.0, 0.5), (10, 30, 50, 50))])
-def test_reframe(box, framing, expected):
-    assert np.allclose(image_script.reframe(box, framing), expected)
+@pytest.mark.parametrize("box, detector, expected", [
+    ((10, 20, 30, 60), "res10", (10, 20, 30, 60)),
+    ((10, 20, 30, 60), "centerface", (9, 18, 31, 62)),
+    ([0, 0, 100, 50], "centerface", (-5, -2.5, 105, 52.5))])
+def test_classifier_box(box, detector, expected):
+    """res10's box as is; CenterFace's 10% larger about its centre."""
+    assert np.allclose(image_script.classifier_box(box, detector), expected)
 
 
 @pytest.mark.parametrize("photo", [grace_hopper, astronaut])
@@ -698,7 +698,7 @@ def test_centerface_crop_is_reframed_for_the_classifier(monkeypatch):
                         (np.zeros((0, 224, 224, 3), np.float32), []))
     faces = image_script.detect_faces(astronaut(), centerface(), 0.5, [0], 0.3)
     image_script.detect_and_classify(astronaut(), centerface(), StubClassifier(), 0.5, [0], 0.3)
-    assert seen == [image_script.reframe(faces[0][0], image_script.CENTERFACE_REFRAME)]
+    assert seen == [image_script.classifier_box(faces[0][0], "centerface")]
 
 
 @pytest.mark.parametrize("script", SCRIPTS)
