@@ -44,8 +44,7 @@ EDGE_MARGIN = 2  # pixels: a box this near the frame's edge "touches" it
 IMAGE_EXTENSIONS = (".bmp", ".dib", ".jpg", ".jpeg", ".jpe", ".jp2", ".png", ".webp", ".avif",
                     ".pbm", ".pgm", ".ppm", ".pxm", ".pnm", ".sr", ".ras", ".tif", ".tiff",
                     ".exr", ".hdr", ".pic", ".gif")
-# Not cv2.IMREAD_UNCHANGED: these flags keep gray/16-bit data as is *and*
-# apply the EXIF orientation of phone photos (IMREAD_UNCHANGED skips that).
+# Gray and 16-bit data kept as is, phone photos' EXIF orientation applied (cv2.IMREAD_UNCHANGED skips it).
 IMREAD_FLAGS = cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR
 FILE_SIGNATURES = {"JPEG": b"\xff\xd8\xff", "PNG": b"\x89PNG\r\n\x1a\n"}  # first bytes (JFIF, PNG specs)
 WINDOW = "Face mask detector"
@@ -562,12 +561,6 @@ def to_bgr8(image):
     return image if conversion is None else cv2.cvtColor(image, conversion)
 
 
-def touches_edge(box, width, height):
-    """Whether a box reaches within EDGE_MARGIN pixels of the frame's edge."""
-    x1, y1, x2, y2 = box
-    return min(x1, y1, width - x2, height - y2) <= EDGE_MARGIN
-
-
 def mirrored_detections(net, image, confidence):
     """face_detections of the image and of its mirror image, boxes mapped back (res10 is not symmetric)."""
     plain = face_detections(net, image, confidence)
@@ -587,7 +580,8 @@ def detect_faces(frame, net, confidence, sizes, nms, border=0.0,
     detect = mirrored_detections if mirror else face_detections
     faces = find_faces(frame, net, confidence, sizes, nms, detect)
     height, width = frame.shape[:2]
-    if border > 0 and (not faces or any(touches_edge(box, width, height) for box, _ in faces)):
+    at_edge = any(min(x1, y1, width - x2, height - y2) <= EDGE_MARGIN for (x1, y1, x2, y2), _ in faces)
+    if border > 0 and (not faces or at_edge):
         # A large photo is shrunk to the look's largest input first, not framed whole (12 MP: 0.8 s, 105 MB).
         longest = max(size or NATIVE_MAX_SIDE for size in sizes) / (1 + 2 * border)
         small = frame

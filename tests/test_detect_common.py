@@ -231,7 +231,7 @@ def test_the_close_up_look_and_the_mirror_pass_are_image_script_flags(flag, caps
     assert video_script.main(["-i", "x", flag, *value]) == 2
     assert f"unrecognized arguments: {flag}" in capsys.readouterr().err
     assert "border" not in video_script.detect_and_classify.__code__.co_varnames
-    assert "touches_edge" not in vars(video_script) and "mirrored_detections" not in vars(video_script)
+    assert "mirrored_detections" not in vars(video_script)
 
 
 @pytest.mark.parametrize("script", [image_script])
