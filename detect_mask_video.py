@@ -148,8 +148,8 @@ def add_shared_arguments(parser, detect_sizes):
                         help="minimum face detection confidence (default: %(default)s)")
     sizes = ", ".join(f"{name} {' '.join(map(str, value))}" for name, value in detect_sizes.items())
     parser.add_argument("--detect-size", type=count(0), nargs="+", metavar="N", help="longer side (px) of the "
-                        f"detector's input, several merged; 0 = the image's own, at most {NATIVE_MAX_SIDE}; larger "
-                        f"finds smaller faces at more time and memory (default: {sizes})")
+                        f"detector's input, several merged; 0 = native, larger photos shrunk to {NATIVE_MAX_SIDE} px; "
+                        f"larger finds smaller faces at more time and memory (default: {sizes})")
     parser.add_argument("--mask-threshold", type=number(float, 0, 1, closed=False), default=DEFAULT_MASK_THRESHOLD,
                         metavar="P", help="Mask from this Mask probability on (default: %(default)s, the model's "
                         "own decision)")
