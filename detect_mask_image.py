@@ -815,15 +815,11 @@ class CropFolder:
         """Write the manifest: the old rows of photos not processed again, then this run's; delete the crops
         of the old rows dropped."""
         new = {row["file"] for row in self.rows}
-        kept = []
-        for row in self.old_rows:
-            if row["file"] in new:
-                continue  # replaced by this run's crop
-            if row["source_image"] not in self.sources:
-                kept.append(row)
-                continue
-            stale = (self.folder / row["file"]).resolve()
-            if stale.is_relative_to(self.folder.resolve()):  # a manifest may name any path
+        old = [row for row in self.old_rows if row["file"] not in new]  # not replaced by this run's crops
+        kept = [row for row in old if row["source_image"] not in self.sources]
+        for row in old:
+            stale = (self.folder / row["file"]).resolve()  # a manifest may name any path: only ours go
+            if row["source_image"] in self.sources and stale.is_relative_to(self.folder.resolve()):
                 stale.unlink(missing_ok=True)
         self.write_manifest(kept + self.rows)
 
