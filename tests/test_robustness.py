@@ -1093,12 +1093,9 @@ def test_small_faces_from_the_border_pass_are_not_added_next_to_found_ones(scrip
 
 
 @pytest.mark.parametrize("script", SCRIPTS)
-def test_drop_contained_and_touches_edge(script):
+def test_drop_contained(script):
     big, part, apart = ((0, 0, 100, 100), 0.9), ((50, 50, 110, 110), 0.99), ((150, 0, 200, 50), 0.8)
     # part: 2500 of its 3600 px inside big (0.69 >= 0.6) -> dropped; order of the rest kept
     assert script.drop_contained([part, big, apart]) == [big, apart]
     assert script.drop_contained([part, big], fraction=0.8) == [part, big]
     assert script.drop_contained([]) == []
-    touches_edge = image_script.touches_edge  # the close-up look: image script only
-    assert touches_edge((0, 10, 20, 30), 100, 100) and touches_edge((50, 50, 99, 60), 100, 100)
-    assert not touches_edge((10, 10, 90, 90), 100, 100)
