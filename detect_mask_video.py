@@ -964,8 +964,8 @@ def process(args, capture, live, net, classifier, view=None, reopen=None):
     if writer:
         writer.close()
     people.update([], tracker.tracks)
-    people.commands.shutdown()
     fps = frames / max(time.perf_counter() - start, 1e-9)
+    people.commands.shutdown()  # waits for the --on-person commands, so that the summary counts their failures
     counts = people.counts
     print(f"summary: {frames} frames, {getattr(source, 'failed', 0)} dropped, {getattr(source, 'skipped', 0)} "
           f"skipped, {getattr(source, 'reconnects', 0)} reconnects, mean {fps:.1f} FPS, people (seen "

@@ -473,7 +473,7 @@ def child_pipeline(args):
     cv2.setNumThreads(options.threads)  # as run() does
     net = dmv.load_face_detector(options.face)
     classifier = dmv.load_classifier(dmv.find_model(options.model), options.threads)
-    smoothed, frame_index = [None], [0]  # the frame number goes on across chunks
+    frame_index = [0]  # the frame number goes on across chunks
     tracker = dmv.Tracker(0.5)
 
     def step(capture, timings):
@@ -486,11 +486,9 @@ def child_pipeline(args):
                                         options.nms, options.mask_threshold)
         classified = time.perf_counter()
         rate = 1.0 / max(classified - start, 1e-6)
-        smoothed[0] = rate if smoothed[0] is None else (dmv.FPS_SMOOTHING * smoothed[0]
-                                                        + (1 - dmv.FPS_SMOOTHING) * rate)
         faces = tracker.update(faces, frame_index[0], 0.0)[0]  # as the loop does (--detect-every 1)
         frame_index[0] += 1
-        dmv.draw(frame, faces, smoothed[0])
+        dmv.draw(frame, faces, rate)
         end = time.perf_counter()
         detect = detect_seconds.pop()
         timings.update(decode=decoded - start, detect=detect, classify=classified - decoded - detect,
