@@ -19,11 +19,11 @@ This script learns from face images; it never finds faces. Each --dataset folder
     scripts crop a face (the box itself); other names (mask_weared_incorrect, ...) are skipped and counted.
 Every face is resized to 224x224 as the detect scripts resize one (INTER_AREA to shrink, INTER_CUBIC to enlarge).
 
-Recipe (every number is a flag): the 2020 PyImageSearch design - MobileNetV2 ImageNet base, head
-AveragePooling2D(7x7) -> Flatten -> Dense(128, relu) -> Dropout(0.5) -> Dense(2, softmax), Adam 1e-4,
-20 epochs, batch 32 - with two fixes: the 80/20 split keeps exact duplicates, mirrored copies, masked/unmasked
+Recipe: the 2020 PyImageSearch design - MobileNetV2 ImageNet base, head AveragePooling2D(7x7) -> Flatten ->
+Dense(128, relu) -> Dropout(0.5) -> Dense(2, softmax), Adam 1e-4, 20 epochs, batch 32 - with two fixes: the 80/20 split keeps exact duplicates, mirrored copies, masked/unmasked
 twins and the faces of one photo on the same side; "robust" augmentation (mask recolouring, colour, blur,
-down-and-up scaling, JPEG quality, occlusion), then a short fine-tune of the top MobileNetV2 layers.
+down-and-up scaling, JPEG quality, occlusion), then a short fine-tune of the top MobileNetV2 layers. Each
+image's loss is weighted so that both classes weigh the same (scikit-learn's "balanced" rule).
 
 --evaluate and --calibrate score the faces the image script finds: they run
 ``detect_mask_image.py --json --no-display --model MODEL [the options after --]`` (beside this script) on the
@@ -74,6 +74,8 @@ ZOOM = 0.15  # fraction
 SHIFT = 0.2  # fraction of the width and height
 SHEAR = 0.15
 DENSE_UNITS = 128
+DROPOUT = 0.5
+FINE_TUNE_LAYERS = 19  # top MobileNetV2 layers unfrozen for the fine-tune, BatchNorm not counted (keras-io)
 MANIFEST = "manifest.csv"  # file,label,source_image,...: one row per face crop (crops of a photo share a group)
 TFLITE_VARIANTS = ("float16", "float32", "int8")  # the first is also <stem>.tflite: int8 moves low Mask
 # probabilities by up to 0.30, float16 by < 0.001 (tests/RESULTS.md)
@@ -119,47 +121,35 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="folders of faces: with_mask/ + without_mask/ (with a manifest.csv: crops grouped by "
                         "source photo), or a VOC set (annotations/ + images/) (default: dataset)")
     p.add_argument("-m", "--model", default="mask_detector.keras",
-                   help="model to write, or to read with --evaluate / --export-only / --calibrate without "
-                        "--dataset; the other outputs go beside it (default: %(default)s)")
+                   help="model to write (or read, without --dataset); the other outputs go beside it "
+                        "(default: %(default)s)")
     p.add_argument("--overwrite", action="store_true", help="let training replace the model and outputs beside it")
     p.add_argument("--tflite", nargs="*", choices=TFLITE_VARIANTS, default=list(TFLITE_VARIANTS), metavar="VARIANT",
                    help=f"LiteRT files to write, any of {', '.join(TFLITE_VARIANTS)} (none: no LiteRT file); the first "
-                        "is also <stem>.tflite, the file the detect scripts load (default: all three)")
+                        "is also <stem>.tflite, which the detect scripts load (default: all three)")
     p.add_argument("--evaluate", nargs="+", metavar="DIR",
                    help="score --model on labelled photos (with_mask/ + without_mask/, or a VOC set) with the "
                         "faces and labels of detect_mask_image.py")
     p.add_argument("--calibrate", nargs="+", metavar="DIR",
-                   help="labelled photos like the ones the detector will see (as --evaluate): choose the Mask "
-                        "log-odds bias that maximises the mean of their balanced accuracies and fold it into the "
-                        "model. With --dataset: after training; without: --model in place, LiteRT files too")
+                   help="labelled photos like those the detector will see: fold into the model the Mask bias "
+                        "that maximises their mean balanced accuracy (after training, or into --model in place)")
     p.add_argument("--export-only", action="store_true", help="write the LiteRT files of --model (no training)")
     p.add_argument("--convert", metavar="PATH",
                    help="convert a legacy 2020 .model/.h5 once: writes <stem>.keras and <stem>.tflite")
-    # the 2020 recipe
     p.add_argument("--epochs", type=number(int, 1), default=20, metavar="N",
                    help="epochs of the head phase (default: 20, as in 2020)")
     p.add_argument("--batch-size", type=number(int, 1), default=32, metavar="N",
                    help="images per step (default: 32, as in 2020)")
     p.add_argument("--learning-rate", type=number(float, 0, low_open=True), default=1e-4,
-                   metavar="LR", help="Adam learning rate of the head phase (default: %(default)s)")
-    p.add_argument("--dropout", type=number(float, 0, 1), default=0.5, metavar="F",
-                   help="dropout before the output layer (default: %(default)s)")
-    p.add_argument("--test-size", type=number(float, 0, 0.5, low_open=True), default=0.2,
-                   metavar="F", help="held-out fraction, grouped and stratified: the split holds out 1 in round(1/x) "
-                        "(default: %(default)s)")
+                   metavar="LR", help="Adam learning rate of the head phase (default: %(default)s, as in 2020)")
+    p.add_argument("--test-size", type=number(float, 0, 0.5, low_open=True), default=0.2, metavar="F",
+                   help="held-out fraction: 1 in round(1/F) groups, stratified (default: %(default)s)")
     p.add_argument("--augment", choices=("classic", "robust"), default="robust",
                    help="classic: the 2020 flips, rotation, zoom, shift and shear; robust: also mask "
                         "recolouring, colour, blur, down-up scaling, JPEG quality, occlusion (default: %(default)s)")
-    p.add_argument("--class-weight", choices=("balanced", "none"), default="balanced",
-                   help="balanced: both classes weigh the same in the loss (default: %(default)s)")
-    p.add_argument("--fine-tune-layers", type=number(int, 0), default=19,
-                   metavar="N",
-                   help="top MobileNetV2 layers to unfreeze after the head phase, BatchNorm layers not counted "
-                        "(they stay frozen) (default: %(default)s)")
-    p.add_argument("--fine-tune-epochs", type=number(int, 0),
-                   metavar="N",
-                   help="epochs of the fine-tune phase, 0 for none (default: a quarter of --epochs, rounded "
-                        "down: 5 for 20, none for --epochs 1 to 3)")
+    p.add_argument("--fine-tune-epochs", type=number(int, 0), metavar="N",
+                   help=f"epochs with the top {FINE_TUNE_LAYERS} MobileNetV2 layers unfrozen, 0 for none "
+                        "(default: --epochs // 4)")
     p.add_argument("--fine-tune-learning-rate", type=number(float, 0, low_open=True), default=1e-5,
                    metavar="LR", help="Adam learning rate of the fine-tune phase (default: %(default)s)")
     p.add_argument("--weights", choices=("imagenet", "none"), default="imagenet",
@@ -168,8 +158,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="seeds Python, NumPy, TensorFlow and the split (default: %(default)s)")
     p.add_argument("--deterministic", action="store_true",
                    help="the same weights from every run with a given --seed (slower: fewer threads)")
-    p.add_argument("--limit", type=number(int, 0), default=0,
-                   metavar="N", help="use at most N images per class of each folder (a VOC set: N photos); 0 = all")
+    p.add_argument("--limit", type=number(int, 0), default=0, metavar="N",
+                   help="use at most N images per class of each folder (a VOC set: N photos); 0 = all")
     p.add_argument("--debug", action="store_true", help="show tracebacks and TensorFlow's logs")
     args = p.parse_args(argv)
     chosen = [f"--{m.replace('_', '-')}" for m in MODES if getattr(args, m)]
@@ -247,8 +237,10 @@ def upper_thumbnail(image_rgb: np.ndarray, mirror: bool = False) -> np.ndarray:
 
 
 def similar_pairs(vectors: np.ndarray, mirrored: np.ndarray, threshold: float):
-    """Index pairs (i < j) whose vectors (or one mirrored) correlate above threshold."""
-    similarity = np.maximum(vectors @ vectors.T, vectors @ mirrored.T)
+    """Index pairs (i < j) whose vectors (or one mirrored) have a cosine similarity above threshold."""
+    from sklearn.metrics.pairwise import cosine_similarity
+
+    similarity = np.maximum(cosine_similarity(vectors), cosine_similarity(vectors, mirrored))
     return list(zip(*np.nonzero(np.triu(similarity > threshold, 1))))
 
 
@@ -313,20 +305,6 @@ def write_bytes(path: Path, data: bytes) -> None:
         temp.write_bytes(data)
 
 
-def check_writable(path: Path) -> None:
-    """Fail before any work if `path` cannot be written."""
-    folder = path.parent if str(path.parent) else Path(".")
-    if path.is_dir():
-        raise UsageError(f"{path} is a folder; give a file name")
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        handle, temp = tempfile.mkstemp(dir=folder, prefix=".write-test.")
-        os.close(handle)
-        os.unlink(temp)
-    except OSError as error:
-        raise UsageError(f"cannot write {path}: {error.strerror or error}; choose another path") from None
-
-
 def output_paths(model_path: Path, variants) -> dict:
     """Every file a training run writes, all beside the model: {name: path}."""
     folder = model_path.parent
@@ -338,7 +316,7 @@ def output_paths(model_path: Path, variants) -> dict:
 
 
 def check_outputs(paths: dict, overwrite: bool) -> None:
-    """Before any work: every output writable and, without --overwrite, none there already."""
+    """Before any work: the outputs' folder (they share one) writable and, without --overwrite, none there."""
     existing = [str(p) for p in paths.values() if p.exists()]
     if existing and not overwrite:
         raise UsageError(f"{', '.join(existing)} already exist{'s' if len(existing) == 1 else ''}; pass --overwrite "
@@ -346,8 +324,13 @@ def check_outputs(paths: dict, overwrite: bool) -> None:
     for name, path in paths.items():
         if name == "reports" and path.exists() and not path.is_dir():
             raise UsageError(f"{path} is a file; training writes its reports into a folder of that name")
-        if name != "reports":
-            check_writable(path)
+        if name != "reports" and path.is_dir():
+            raise UsageError(f"{path} is a folder; give a file name")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=path.parent).close()
+    except OSError as error:
+        raise UsageError(f"cannot write in {path.parent}: {error.strerror or error}; choose another --model") from None
 
 
 def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict:
@@ -357,13 +340,10 @@ def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict:
     report = classification_report(y_true, y_pred, labels=[0, 1], target_names=LABELS, output_dict=True,
                                    zero_division=0)
     return {
-        "accuracy": float(np.mean(y_true == y_pred)) if len(y_true) else 0.0,
-        "balanced_accuracy": float(balanced_accuracy_score(y_true, y_pred)) if len(y_true) else 0.0,
-        "per_class": {label: {"precision": report[label]["precision"], "recall": report[label]["recall"],
-                              "f1": report[label]["f1-score"], "support": int(report[label]["support"])}
-                      for label in LABELS},
-        "confusion_matrix": confusion_matrix(y_true, y_pred, labels=[0, 1]).tolist(),
-        "confusion_matrix_rows": "true " + ", ".join(LABELS) + "; columns predicted in the same order",
+        "accuracy": float(np.mean(y_true == y_pred)),
+        "balanced_accuracy": float(balanced_accuracy_score(y_true, y_pred)),
+        "per_class": {label: report[label] for label in LABELS},  # precision, recall, f1-score, support
+        "confusion_matrix": confusion_matrix(y_true, y_pred, labels=[0, 1]).tolist(),  # rows true, columns predicted
     }
 
 
@@ -505,61 +485,53 @@ def find_groups(crops, feature_model=None, sources=None, twins=None) -> np.ndarr
     """Group exact duplicates, mirrored copies and masked/unmasked twins of the same face (their upper part,
     which a mask never covers: pixels, and MobileNetV2 features of the faces where twins[i] is True, when a
     feature model is given) and the faces of one source photo (sources[i], None for a photo of its own)."""
-    digests = [hashlib.sha1(np.ascontiguousarray(crop).tobytes()).hexdigest() for crop in crops]
-    first = {}
-    pairs = []
-    for index, digest in enumerate(digests):
-        if digest in first:
-            pairs.append((first[digest], index))
-        first.setdefault(digest, index)
+    first = {}  # exact duplicates, then the faces of one source photo: each joined to the first of its kind
+    pairs = [(first.setdefault(hashlib.sha1(crop.tobytes()).digest(), i), i) for i, crop in enumerate(crops)]
+    pairs += [(first.setdefault(source, i), i) for i, source in enumerate(sources or []) if source is not None]
     thumbs = np.array([upper_thumbnail(crop) for crop in crops])
     mirrored = np.array([upper_thumbnail(crop, mirror=True) for crop in crops])
     pairs += similar_pairs(thumbs, mirrored, GROUP_PIXEL_CORRELATION)
     chosen = np.flatnonzero(np.ones(len(crops), bool) if twins is None else twins)
     if feature_model is not None and len(chosen):
-        tops = np.array([crop_face(cv2.cvtColor(crops[i][: int(crops[i].shape[0] * 0.45)], cv2.COLOR_RGB2BGR))
-                         for i in chosen])
+        top = IMAGE_SIZE[1] * 45 // 100  # the upper 45% of each face, enlarged back as crop_face enlarges
+        tops = np.array([cv2.resize(crops[i][:top], IMAGE_SIZE, interpolation=cv2.INTER_CUBIC) for i in chosen])
         features = feature_model.predict(preprocess(tops), batch_size=64, verbose=0)
         features_m = feature_model.predict(preprocess(tops[:, :, ::-1]), batch_size=64, verbose=0)
-        features /= np.linalg.norm(features, axis=1, keepdims=True) + 1e-6
-        features_m /= np.linalg.norm(features_m, axis=1, keepdims=True) + 1e-6
         pairs += [(chosen[i], chosen[j]) for i, j in similar_pairs(features, features_m, GROUP_FEATURE_COSINE)]
-    first_face = {}
-    for index, source in enumerate(sources or []):
-        if source is not None:
-            pairs.append((first_face.setdefault(source, index), index))
     return group_labels(pairs, len(crops))
 
 
 # --- model -------------------------------------------------------------------------------------------
-def build_model(args):
+def build_model(weights=None, alpha: float = 1.0, dense_units: int = DENSE_UNITS):
+    """The 2020 classifier, its base frozen: (model, base). Only legacy models have another alpha or head width."""
     import keras
 
     inputs = keras.Input(shape=(*IMAGE_SIZE, 3))
-    base = keras.applications.MobileNetV2(
-        weights="imagenet" if args.weights == "imagenet" else None, include_top=False, input_tensor=inputs)
+    base = keras.applications.MobileNetV2(weights=weights, include_top=False, alpha=alpha, input_tensor=inputs)
     head = keras.layers.AveragePooling2D(pool_size=(7, 7))(base.output)
     head = keras.layers.Flatten()(head)
-    head = keras.layers.Dense(DENSE_UNITS, activation="relu")(head)
-    head = keras.layers.Dropout(args.dropout)(head)
-    outputs = keras.layers.Dense(2, activation="softmax")(head)
+    head = keras.layers.Dense(dense_units, activation="relu")(head)
+    head = keras.layers.Dropout(DROPOUT)(head)
+    outputs = keras.layers.Dense(len(LABELS), activation="softmax")(head)
     model = keras.Model(inputs, outputs, name="mask_detector")
     for layer in base.layers:
         layer.trainable = False
     return model, base
 
 
-def inference_copy(model, args):
-    """The same weights in a fresh, uncompiled model: saved without optimizer state (60% smaller)."""
-    fresh, _ = build_model(argparse.Namespace(**{**vars(args), "weights": "none"}))
-    fresh.set_weights(model.get_weights())
-    return fresh
-
-
-def augmenter(args, seed: int):
-    """Keras preprocessing layers for one uint8 RGB batch -> augmented float batch in [0, 255]."""
+def training_data(crops, labels, args):
+    """tf.data pipeline of the training side: augmented RGB crops -> preprocess_input, one-hot labels and
+    per-image loss weights that give both classes the same total (scikit-learn's "balanced" rule)."""
     import keras
+    import tensorflow as tf
+    from sklearn.utils.class_weight import compute_sample_weight
 
+    regions = np.array([mask_region(c) if y == 0 else np.zeros(IMAGE_SIZE, np.uint8) for c, y in zip(crops, labels)])
+    onehot = np.eye(2, dtype=np.float32)[labels]
+    weights = compute_sample_weight("balanced", labels).astype(np.float32)
+    data = tf.data.Dataset.from_tensor_slices((crops, regions, onehot, weights))
+    robust = args.augment == "robust"
+    seed = args.seed
     layers = [
         keras.layers.RandomFlip("horizontal", seed=seed),
         keras.layers.RandomRotation(ROTATION_DEGREES / 360.0, fill_mode="nearest", seed=seed),
@@ -567,42 +539,14 @@ def augmenter(args, seed: int):
         keras.layers.RandomTranslation(SHIFT, SHIFT, fill_mode="nearest", seed=seed),
         keras.layers.RandomShear(x_factor=SHEAR, y_factor=SHEAR, fill_mode="nearest", seed=seed),
     ]
-    if args.augment == "robust":
+    if robust:
         layers += [
             keras.layers.RandomBrightness(0.25, value_range=(0, 255), seed=seed),
             keras.layers.RandomContrast(0.3, value_range=(0, 255), seed=seed),
             keras.layers.RandomSaturation((0.3, 0.7), value_range=(0, 255), seed=seed),
             keras.layers.RandomGrayscale(0.1, seed=seed),
         ]
-    return keras.Sequential(layers, name="augment")
-
-
-def class_weights(labels: np.ndarray, mode: str) -> np.ndarray:
-    """Per-image loss weights: "balanced" gives each class the same total weight (N / (2 x class count),
-    scikit-learn's rule); "none" weighs every image 1."""
-    if mode == "none":
-        return np.ones(len(labels), np.float32)
-    counts = np.bincount(labels, minlength=2).astype(np.float32)
-    return (len(labels) / (2.0 * np.maximum(counts, 1.0)))[labels].astype(np.float32)
-
-
-def make_dataset(crops, labels, regions, args, training: bool):
-    """tf.data pipeline: (optionally augmented) RGB crops -> preprocess_input -> one-hot labels, and for
-    training a per-image loss weight (--class-weight)."""
-    import tensorflow as tf
-
-    onehot = np.eye(2, dtype=np.float32)[labels]
-    if not training:
-        data = tf.data.Dataset.from_tensor_slices((crops, regions, onehot))
-
-        def scale(image, region, label):
-            return tf.cast(image, tf.float32) / 127.5 - 1.0, label
-
-        return data.map(scale).batch(args.batch_size)
-    weights = class_weights(labels, args.class_weight)
-    data = tf.data.Dataset.from_tensor_slices((crops, regions, onehot, weights))
-    robust = args.augment == "robust"
-    geometric = augmenter(args, args.seed)
+    geometric = keras.Sequential(layers, name="augment")
 
     def photometric(image, region, label, weight):
         image = tf.cast(image, tf.float32)
@@ -635,7 +579,7 @@ def make_dataset(crops, labels, regions, args, training: bool):
             image = tf.where(tf.random.uniform([]) < 0.25, occluded, image)
         return image, label, weight
 
-    data = data.shuffle(len(crops), seed=args.seed, reshuffle_each_iteration=True)
+    data = data.shuffle(len(crops), seed=seed, reshuffle_each_iteration=True)
     data = data.map(photometric, num_parallel_calls=tf.data.AUTOTUNE).batch(args.batch_size)
 
     def batch_augment(images, labels_, weights_):
@@ -646,16 +590,6 @@ def make_dataset(crops, labels, regions, args, training: bool):
         return tf.clip_by_value(images, 0.0, 255.0) / 127.5 - 1.0, labels_, weights_
 
     return data.map(batch_augment, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
-
-
-def unfreeze_top(model_base, count: int) -> None:
-    """Make the top `count` layers of the base trainable, BatchNorm layers not counted: they stay frozen
-    (keras-io fine-tuning)."""
-    import keras
-
-    layers = [layer for layer in model_base.layers if not isinstance(layer, keras.layers.BatchNormalization)]
-    for layer in layers[len(layers) - count:]:
-        layer.trainable = True
 
 
 # --- outputs -----------------------------------------------------------------------------------------
@@ -716,26 +650,20 @@ def save_confusion(metrics: dict, y_true, y_pred, path: Path) -> None:
     save_figure(display.figure_, path)
 
 
-def save_mistakes(crops, y_true, y_pred, probabilities, names, folder: Path, stem: str) -> None:
-    """A gallery of the misclassified faces (RGB crops) and their list, into `folder`."""
-    wrong = np.nonzero(y_true != y_pred)[0][:48]
-    tile = 112
-    columns = 8
-    rows = max(1, int(np.ceil(len(wrong) / columns)))
-    gallery = np.full((rows * (tile + 16), columns * tile, 3), 255, np.uint8)
-    for k, index in enumerate(wrong):
-        r, c = divmod(k, columns)
-        face = cv2.cvtColor(cv2.resize(crops[index], (tile, tile), interpolation=cv2.INTER_AREA), cv2.COLOR_RGB2BGR)
-        gallery[r * (tile + 16): r * (tile + 16) + tile, c * tile:(c + 1) * tile] = face
-        text = f"{LABELS[y_pred[index]]} {probabilities[index]:.2f}"
-        cv2.putText(gallery, text, (c * tile + 2, r * (tile + 16) + tile + 12), cv2.FONT_HERSHEY_SIMPLEX,
-                    0.35, (0, 0, 255), 1, cv2.LINE_AA)
+def save_mistakes(crops, predicted, probabilities, wrong, path: Path) -> None:
+    """A gallery of up to 48 misclassified faces (RGB crops), each titled with its label and probability."""
+    import matplotlib.pyplot as plt
+
+    rows = max(1, math.ceil(len(wrong[:48]) / 8))
+    figure, axes = plt.subplots(rows, 8, figsize=(12, 1.7 * rows), squeeze=False)
+    for axis in axes.flat:
+        axis.axis("off")
+    for axis, index in zip(axes.flat, wrong[:48]):
+        axis.imshow(crops[index])
+        axis.set_title(f"{LABELS[predicted[index]]} {probabilities[index, predicted[index]]:.2f}", fontsize=8)
     if not len(wrong):
-        cv2.putText(gallery, "no mistakes", (10, 60), cv2.FONT_HERSHEY_SIMPLEX, 0.8, (0, 128, 0), 2, cv2.LINE_AA)
-    write_bytes(folder / f"{stem}_mistakes.png", cv2.imencode(".png", gallery)[1].tobytes())
-    listing = [{"path": str(names[i]), "true": LABELS[y_true[i]], "predicted": LABELS[y_pred[i]],
-                "probability": round(float(probabilities[i]), 4)} for i in np.nonzero(y_true != y_pred)[0]]
-    write_bytes(folder / f"{stem}_mistakes.json", json.dumps(listing, indent=1).encode())
+        axes[0, 0].set_title("no mistakes")
+    save_figure(figure, path)
 
 
 def tflite_bytes(model, variant: str, representative: np.ndarray) -> bytes:
@@ -759,20 +687,21 @@ def tflite_bytes(model, variant: str, representative: np.ndarray) -> bytes:
             return converter.convert()
 
 
+def representative_sample(count: int, seed: int) -> np.ndarray:
+    """Indices of up to REPRESENTATIVE_SAMPLES of `count` images, drawn at random: int8 export's ranges."""
+    return np.random.default_rng(seed).permutation(count)[:REPRESENTATIVE_SAMPLES]
+
+
 def export_tflite(model, model_path: Path, variants, representative) -> dict:
     """Write <stem>_<variant>.tflite for each variant, the first also as <stem>.tflite."""
     results = {}
     paths = output_paths(model_path, variants)
     for variant in variants:
-        started = time.perf_counter()
         data = tflite_bytes(model, variant, representative)
-        write_bytes(paths[f"tflite_{variant}"], data)
-        results[variant] = {"path": str(paths[f"tflite_{variant}"]), "bytes": len(data),
-                            "convert_seconds": round(time.perf_counter() - started, 1)}
-        if variant == variants[0]:
-            write_bytes(paths["tflite"], data)
-        also = f" and {paths['tflite']}" if variant == variants[0] else ""
-        print(f"[INFO] wrote {paths[f'tflite_{variant}']}{also} ({len(data) / 1e6:.1f} MB)")
+        for path in [paths[f"tflite_{variant}"]] + ([paths["tflite"]] if variant == variants[0] else []):
+            write_bytes(path, data)
+            print(f"[INFO] wrote {path} ({len(data) / 1e6:.1f} MB)")
+        results[variant] = {"path": str(paths[f"tflite_{variant}"]), "bytes": len(data)}
     return results
 
 
@@ -791,22 +720,6 @@ def load_keras_model(path: Path):
         raise UsageError(f"{path}: model takes {model.input_shape} and gives {model.output_shape}; "
                          f"expected (None, 224, 224, 3) -> (None, 2)")
     return model
-
-
-def per_folder_accuracy(dataset: dict, index: np.ndarray, predicted: np.ndarray) -> dict:
-    """{folder: accuracy, count, correct and per-class recall} of the predictions for images `index`."""
-    result = {}
-    for k, folder in enumerate(dataset["folders"]):
-        mine = dataset["folder"][index] == k
-        truth, guess = dataset["labels"][index][mine], predicted[mine]
-        entry = {"count": int(mine.sum()), "correct": int(np.sum(truth == guess)),
-                 "accuracy": float(np.mean(truth == guess)) if mine.any() else float("nan")}
-        for c, label in enumerate(LABELS):
-            of_class = truth == c
-            entry[label] = f"{int(np.sum(guess[of_class] == c))}/{int(of_class.sum())}"
-        result[folder] = entry
-    return result
-
 
 
 # --- --evaluate and --calibrate: the image script's faces ------------------------------------------
@@ -891,11 +804,8 @@ def labelled_folder(folder: Path, option: str, limit: int = 0) -> dict:
 
 def detect_script_faces(photos, model_path: Path, options) -> dict:
     """{photo path: its faces, best first} as `detect_mask_image.py --json` finds and labels them with this
-    model and its `options` (run beside this script)."""
+    model and its `options` (run beside this script: labelled_folders checked it is there)."""
     script = Path(__file__).resolve().with_name(DETECT_SCRIPT)
-    if not script.is_file():
-        raise UsageError(f"{script} not found: --evaluate and --calibrate score the faces it finds; put it "
-                         "beside this script")
     command = [sys.executable, str(script), "--json", "--no-display", "--model", str(model_path), *options,
                "-i", *map(str, photos)]
     done = subprocess.run(command, capture_output=True, text=True)
@@ -939,7 +849,6 @@ def mask_log_odds(probability: np.ndarray) -> np.ndarray:
 def folder_faces(folders: dict, model_path: Path, options, option: str) -> dict:
     """{folder: scored_faces} of every labelled folder, the image script run once over all their photos."""
     photos = [path for folder in folders.values() for path, _ in folder["photos"]]
-    started = time.perf_counter()
     detections = detect_script_faces(photos, model_path, options)
     sets = {}
     for name, folder in folders.items():
@@ -953,15 +862,13 @@ def folder_faces(folders: dict, model_path: Path, options, option: str) -> dict:
               f"({np.bincount(faces['labels'], minlength=2).tolist()} Mask / No Mask), "
               f"{sum(faces['missed'])} labelled {'faces' if folder['layout'] == 'voc' else 'photos'} without one",
               file=sys.stderr)
-    seconds = time.perf_counter() - started
-    print(f"[INFO] {DETECT_SCRIPT} scored {len(photos)} photos in {seconds:.0f} s", file=sys.stderr)
     return sets
 
 
-def face_crops(faces, limit: int) -> np.ndarray:
-    """Classifier crops of up to `limit` (photo, box) faces, for int8 export's representative set."""
+def face_crops(faces) -> np.ndarray:
+    """Classifier crops of (photo, box) faces, for int8 export's representative set."""
     crops = []
-    for path, box in faces[:limit]:
+    for path, box in faces:
         image = read_image(Path(path))
         box = clip_box(box, image.shape[1], image.shape[0]) if image is not None else None
         if box is not None:
@@ -980,22 +887,16 @@ def calibrate(model, sets: dict, previous_bias: float = 0.0) -> dict:
         before, after = balanced_accuracies(odds[name], faces["labels"], [0.0, bias])
         per_folder[name] = {
             "faces": int(len(faces["labels"])), "faces_per_class": np.bincount(faces["labels"], minlength=2).tolist(),
-            "without_detection": int(sum(faces["missed"])), "without_detection_per_class": faces["missed"],
+            "without_detection": int(sum(faces["missed"])),
             "balanced_accuracy_before": float(before), "balanced_accuracy_after": float(after)}
     mean = {when: float(np.mean([f[f"balanced_accuracy_{when}"] for f in per_folder.values()]))
             for when in ("before", "after")}
     total = previous_bias + bias
-    print(f"[INFO] calibration: Mask bias {bias:+.3f} (plateau {plateau[0]:+.3f} to {plateau[1]:+.3f}; the old model's "
-          f"P(mask) >= {1 / (1 + np.exp(bias)):.4f}), total {total:+.3f}; balanced accuracy "
-          + ", ".join(f"{Path(k).name} {v['balanced_accuracy_before']:.4f} -> {v['balanced_accuracy_after']:.4f}"
-                      for k, v in per_folder.items())
-          + f"; mean {mean['before']:.4f} -> {mean['after']:.4f}")
-    return {"folders": list(sets), "bias": bias, "plateau": list(plateau),
-            "threshold_equivalent": float(1 / (1 + np.exp(bias))), "previous_bias": previous_bias,
-            "total_bias": total, "total_threshold_equivalent": float(1 / (1 + np.exp(total))),
-            "mean_balanced_accuracy_before": mean["before"], "mean_balanced_accuracy_after": mean["after"],
-            "per_folder": per_folder,
-            "rule": "Mask iff Mask log-odds + bias >= 0, i.e. the argmax of the folded model"}
+    print(f"[INFO] calibration: Mask bias {bias:+.3f} (plateau {plateau[0]:+.3f} to {plateau[1]:+.3f}), total "
+          f"{total:+.3f}; mean balanced accuracy {mean['before']:.4f} -> {mean['after']:.4f}")
+    return {"bias": bias, "plateau": list(plateau), "threshold_equivalent": float(1 / (1 + np.exp(bias))),
+            "previous_bias": previous_bias, "total_bias": total, "mean_balanced_accuracy_before": mean["before"],
+            "mean_balanced_accuracy_after": mean["after"], "per_folder": per_folder}
 
 
 def folded_bias(path: Path) -> float:
@@ -1012,21 +913,6 @@ def folded_bias(path: Path) -> float:
 
 
 # --- modes -------------------------------------------------------------------------------------------
-def seed_everything(seed: int, deterministic: bool = False) -> None:
-    import random
-
-    import keras
-
-    random.seed(seed)
-    np.random.seed(seed)
-    keras.utils.set_random_seed(seed)
-    if deterministic:
-        import tensorflow as tf
-
-        # Without it the parallel augmentation pipeline and multithreaded kernels make each run differ.
-        tf.config.experimental.enable_op_determinism()
-
-
 def labelled_folders(folders, option: str, limit: int) -> dict:
     """{folder: labelled_folder} of --evaluate / --calibrate, checked before any work (the image script too)."""
     script = Path(__file__).resolve().with_name(DETECT_SCRIPT)
@@ -1071,7 +957,7 @@ def export_only(args) -> int:
         if not folders:
             raise UsageError(f"int8 export needs representative faces: dataset {' '.join(args.dataset)} not found")
         crops = load_datasets(folders, args.limit)["crops"]
-        representative = crops[np.random.default_rng(args.seed).permutation(len(crops))[:REPRESENTATIVE_SAMPLES]]
+        representative = crops[representative_sample(len(crops), args.seed)]
     export_tflite(model, model_path, args.tflite, representative)
     return 0
 
@@ -1091,8 +977,9 @@ def recalibrate(args) -> int:
     info = calibrate(model, sets, previous)
     save_model(model, model_path, {"mask_bias": info["total_bias"]})
     faces = [face for found in sets.values() for face in found["faces"]]
-    order = np.random.default_rng(args.seed).permutation(len(faces))
-    representative = face_crops([faces[i] for i in order], REPRESENTATIVE_SAMPLES if "int8" in args.tflite else 0)
+    if "int8" not in args.tflite:
+        faces = []
+    representative = face_crops([faces[i] for i in representative_sample(len(faces), args.seed)])
     tflite = export_tflite(model, model_path, args.tflite, representative)
     metrics = {"command": "python " + " ".join([Path(sys.argv[0]).name] + sys.argv[1:]), "model": str(model_path),
                "calibration": info, "tflite": tflite, "wall_seconds": round(time.perf_counter() - started, 1)}
@@ -1100,24 +987,6 @@ def recalibrate(args) -> int:
     print(f"[INFO] rewrote {model_path} (total Mask bias {info['total_bias']:+.3f}) and {len(tflite)} LiteRT files; "
           f"wrote {paths['metrics']} in {metrics['wall_seconds']:.0f} s")
     return 0
-
-
-def prepare_split(data: dict, args) -> dict:
-    """Group near-duplicates and the faces of one source photo, split them keeping groups whole.
-
-    Deterministic for given datasets, seed and test size, so tests can recompute the held-out side."""
-    feature_model = None
-    if args.weights == "imagenet":
-        import keras
-
-        feature_model = keras.applications.MobileNetV2(weights="imagenet", include_top=False,
-                                                       input_shape=(*IMAGE_SIZE, 3), pooling="avg")
-    groups = find_groups(data["crops"], feature_model, data["sources"], data["twins"])
-    print(f"[INFO] {len(np.unique(groups))} groups (duplicates, mirrored copies, masked/unmasked twins and the "
-          f"faces of one photo kept together; largest {np.bincount(groups).max()})")
-    train_index, test_index = split_groups(data["labels"], groups, args.test_size, args.seed)
-    print(f"[INFO] split: {len(train_index)} train / {len(test_index)} held out, no group on both sides")
-    return {"groups": groups, "train_index": train_index, "test_index": test_index}
 
 
 def train(args) -> int:
@@ -1131,43 +1000,58 @@ def train(args) -> int:
 
     print("[INFO] loading faces...")
     dataset = load_datasets([Path(d) for d in args.dataset], args.limit)
-    crops, labels, skipped = dataset["crops"], dataset["labels"], dataset["skipped"]
+    crops = dataset["crops"]
+    labels = dataset["labels"]
     for index, folder in enumerate(dataset["folders"]):
         mine = labels[dataset["folder"] == index]
         print(f"[INFO] {folder}: {len(mine)} faces ({np.sum(mine == 0)} with mask, {np.sum(mine == 1)} without), "
               f"{dataset['kinds'][index]}")
     print(f"[INFO] {len(labels)} faces ({np.sum(labels == 0)} with mask, {np.sum(labels == 1)} without); "
-          f"{len(skipped)} unreadable files skipped")
+          f"{len(dataset['skipped'])} unreadable files skipped")
     if len(labels) < 4 or len(set(labels.tolist())) < 2:
         raise UsageError(f"only {len(labels)} readable faces of {len(set(labels.tolist()))} class(es) in "
                          f"{' '.join(args.dataset)}: too few to split into train and test")
 
-    seed_everything(args.seed, args.deterministic)
     import keras
 
-    split = prepare_split(dataset, args)
-    train_index, test_index = split["train_index"], split["test_index"]
-    regions = np.array([mask_region(c) if y == 0 else np.zeros(IMAGE_SIZE, np.uint8) for c, y in zip(crops, labels)])
-    train_data = make_dataset(crops[train_index], labels[train_index], regions[train_index], args, True)
-    test_data = make_dataset(crops[test_index], labels[test_index], regions[test_index], args, False)
+    keras.utils.set_random_seed(args.seed)  # Python, NumPy and TensorFlow
+    if args.deterministic:  # else the parallel augmentation pipeline and multithreaded kernels make runs differ
+        import tensorflow as tf
 
-    model, base = build_model(args)
+        tf.config.experimental.enable_op_determinism()
+    feature_model = None
+    if args.weights == "imagenet":
+        feature_model = keras.applications.MobileNetV2(include_top=False, input_shape=(*IMAGE_SIZE, 3), pooling="avg")
+    groups = find_groups(crops, feature_model, dataset["sources"], dataset["twins"])
+    train_index, test_index = split_groups(labels, groups, args.test_size, args.seed)
+    print(f"[INFO] {len(np.unique(groups))} groups (duplicates, mirrored copies, masked/unmasked twins and the faces "
+          f"of one photo); split {len(train_index)} train / {len(test_index)} held out, no group on both sides")
+    held_out = preprocess(crops[test_index])
+    validation = (held_out, np.eye(2, dtype=np.float32)[labels[test_index]])
+    train_data = training_data(crops[train_index], labels[train_index], args)
+
+    model, base = build_model("imagenet" if args.weights == "imagenet" else None)
     model.compile(optimizer=keras.optimizers.Adam(learning_rate=args.learning_rate),
                   loss="categorical_crossentropy", metrics=["accuracy"])
     print(f"[INFO] training head for {args.epochs} epochs...")
-    history = model.fit(train_data, validation_data=test_data, epochs=args.epochs, verbose=2).history
+    history = model.fit(train_data, validation_data=validation, validation_batch_size=args.batch_size,
+                        epochs=args.epochs, verbose=2).history
     fine_tune_start = None
-    if args.fine_tune_layers and args.fine_tune_epochs:
-        unfreeze_top(base, args.fine_tune_layers)
+    if args.fine_tune_epochs:
+        unfrozen = [layer for layer in base.layers if not isinstance(layer, keras.layers.BatchNormalization)]
+        for layer in unfrozen[-FINE_TUNE_LAYERS:]:
+            layer.trainable = True
         model.compile(optimizer=keras.optimizers.Adam(learning_rate=args.fine_tune_learning_rate),
                       loss="categorical_crossentropy", metrics=["accuracy"])
-        print(f"[INFO] fine-tuning the top {args.fine_tune_layers} MobileNetV2 layers (BatchNorm not counted) "
-              f"for {args.fine_tune_epochs} epochs...")
-        more = model.fit(train_data, validation_data=test_data, epochs=args.fine_tune_epochs, verbose=2).history
+        print(f"[INFO] fine-tuning the top {FINE_TUNE_LAYERS} MobileNetV2 layers for {args.fine_tune_epochs} epochs...")
+        more = model.fit(train_data, validation_data=validation, validation_batch_size=args.batch_size,
+                         epochs=args.fine_tune_epochs, verbose=2).history
         fine_tune_start = len(history["loss"])
         for key, values in more.items():
-            history.setdefault(key, []).extend(values)
-    model = inference_copy(model, args)
+            history[key].extend(values)
+    trained = model
+    model = build_model()[0]  # the same weights, uncompiled: saved without optimizer state (60% smaller)
+    model.set_weights(trained.get_weights())
     calibration = None
     if calibration_folders:
         with tempfile.TemporaryDirectory() as folder:  # the image script scores the model as trained
@@ -1176,45 +1060,38 @@ def train(args) -> int:
         calibration = calibrate(model, sets)
 
     print("[INFO] evaluating on the held-out side" + (" (calibrated model)..." if calibration else "..."))
-    probabilities = model.predict(preprocess(crops[test_index]), batch_size=args.batch_size, verbose=0)
+    probabilities = model.predict(held_out, batch_size=args.batch_size, verbose=0)
     predicted = probabilities.argmax(axis=1)
+    truth = labels[test_index]
     from sklearn.metrics import classification_report
 
-    print(classification_report(labels[test_index], predicted, labels=[0, 1], target_names=LABELS, digits=4,
-                                zero_division=0))
-    metrics = classification_metrics(labels[test_index], predicted)
-    metrics["per_folder"] = per_folder_accuracy(dataset, test_index, predicted)
-    for folder, entry in metrics["per_folder"].items():
-        print(f"[INFO] held out, {folder}: accuracy {entry['accuracy']:.4f} ({entry['correct']} of {entry['count']}; "
-              f"Mask {entry['Mask']}, No Mask {entry['No Mask']})")
+    print(classification_report(truth, predicted, labels=[0, 1], target_names=LABELS, digits=4, zero_division=0))
+    metrics = classification_metrics(truth, predicted)
+    in_folder = dataset["folder"][test_index]
+    metrics["per_folder"] = {folder: classification_metrics(truth[in_folder == k], predicted[in_folder == k])
+                             for k, folder in enumerate(dataset["folders"]) if np.any(in_folder == k)}
+    wrong = np.flatnonzero(truth != predicted)
+    metrics["mistakes"] = [{"path": dataset["paths"][test_index[i]], "true": LABELS[truth[i]],
+                            "mask_probability": float(probabilities[i, 0])} for i in wrong]
 
     print(f"[INFO] saving model to {model_path}...")
     save_model(model, model_path, {"mask_bias": calibration["total_bias"]} if calibration else None)
     save_plot(history, paths["plot"], fine_tune_start)
-    save_confusion(metrics, labels[test_index], predicted, paths["reports"] / "held_out_confusion.png")
-    save_mistakes(crops[test_index], labels[test_index], predicted, probabilities.max(axis=1),
-                  [dataset["paths"][i] for i in test_index], paths["reports"], "held_out")
-    rng = np.random.default_rng(args.seed)
-    representative = crops[train_index][rng.permutation(len(train_index))[:REPRESENTATIVE_SAMPLES]]
+    save_confusion(metrics, truth, predicted, paths["reports"] / "held_out_confusion.png")
+    save_mistakes(crops[test_index], predicted, probabilities, wrong, paths["reports"] / "held_out_mistakes.png")
+    representative = crops[train_index][representative_sample(len(train_index), args.seed)]
     tflite = export_tflite(model, model_path, args.tflite, representative)
-
-    groups = split["groups"]
     metrics.update({
         "command": "python " + " ".join([Path(sys.argv[0]).name] + sys.argv[1:]),
         "split": {"train": int(len(train_index)), "held_out": int(len(test_index)),
                   "train_per_class": np.bincount(labels[train_index], minlength=2).tolist(),
-                  "held_out_per_class": np.bincount(labels[test_index], minlength=2).tolist()},
+                  "held_out_per_class": np.bincount(truth, minlength=2).tolist()},
         "groups": int(len(np.unique(groups))), "largest_group": int(np.bincount(groups).max()),
-        "faces": int(len(labels)), "skipped_files": len(skipped),
-        "folders": {folder: {"kind": dataset["kinds"][k], "faces": int(np.sum(dataset["folder"] == k)),
-                             "per_class": np.bincount(labels[dataset["folder"] == k], minlength=2).tolist()}
-                    for k, folder in enumerate(dataset["folders"])},
-        "seed": args.seed, "recipe": {k: v for k, v in vars(args).items() if k not in ("debug",)},
-        "final_train_accuracy": float(history["accuracy"][-1]),
-        "tflite": tflite, "wall_seconds": round(time.perf_counter() - started, 1),
+        "faces": int(len(labels)), "skipped_files": len(dataset["skipped"]),
+        "folders": dict(zip(dataset["folders"], dataset["kinds"])),
+        "seed": args.seed, "recipe": {k: v for k, v in vars(args).items() if k != "debug"},
+        "tflite": tflite, "calibration": calibration, "wall_seconds": round(time.perf_counter() - started, 1),
     })
-    if calibration:
-        metrics["calibration"] = calibration
     write_bytes(paths["metrics"], (json.dumps(metrics, indent=2) + "\n").encode())
     print(f"[INFO] held-out accuracy {metrics['accuracy']:.4f}; wrote {model_path}, {paths['plot']}, "
           f"{paths['metrics']} and {paths['reports']}/ in {metrics['wall_seconds']:.0f} s")
@@ -1228,18 +1105,6 @@ def train(args) -> int:
 LEGACY_SUFFIXES = (".h5", ".hdf5", ".model")  # HDF5 files saved by tf.keras 2.x (the 2020 tutorial's .model)
 # Output width of MobileNetV2's block_16_project for each alpha (to rebuild a legacy model's base).
 ALPHA_BY_CHANNELS = {112: 0.35, 160: 0.5, 240: 0.75, 320: 1.0, 416: 1.3, 448: 1.4}
-
-
-def build_2020_model(keras, alpha: float = 1.0, hidden: int = 128):
-    """The 2020 tutorial's classifier: MobileNetV2 base + pool/flatten/dense head, no weights."""
-    base = keras.applications.MobileNetV2(weights=None, include_top=False, alpha=alpha,
-                                          input_shape=(*IMAGE_SIZE, 3))
-    x = keras.layers.AveragePooling2D(pool_size=(7, 7))(base.output)
-    x = keras.layers.Flatten()(x)
-    x = keras.layers.Dense(hidden, activation="relu")(x)
-    x = keras.layers.Dropout(0.5)(x)
-    x = keras.layers.Dense(len(LABELS), activation="softmax")(x)
-    return keras.Model(base.input, x)
 
 
 def read_legacy_weights(path: Path) -> list:
@@ -1270,12 +1135,10 @@ def read_legacy_weights(path: Path) -> list:
 def load_legacy_model(path: Path):
     """Rebuild the 2020 architecture (alpha and head size read from the weights) and fill it from path."""
     saved = read_legacy_weights(path)
-    import keras
-
     dense = [arrays[0].shape for _, _, arrays in saved if arrays[0].ndim == 2]
     project = [arrays[0].shape[-1] for name, _, arrays in saved if name == "block_16_project"]
-    model = build_2020_model(keras, ALPHA_BY_CHANNELS.get(project[0] if project else 320, 1.0),
-                             dense[0][1] if len(dense) == 2 else 128)
+    model, _ = build_model(None, ALPHA_BY_CHANNELS.get(project[0] if project else 320, 1.0),
+                           dense[0][1] if len(dense) == 2 else DENSE_UNITS)
     layers = [layer for layer in model.layers if layer.weights]
     if len(layers) != len(saved):
         raise UsageError(f"{path}: {len(saved)} layers with weights, but the 2020 MobileNetV2 mask classifier "

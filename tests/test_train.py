@@ -200,7 +200,8 @@ def test_help_is_short_and_says_each_default_once(capsys):
     text = capsys.readouterr().out
     assert "(default: None)" not in text and "{float" not in text and text.count("(default: dataset)") == 1
     assert len(text.splitlines()) <= 90
-    for removed in ("--crop ", "--face-detector", "--face-border", "--manifest-crop", "--tflite-default", "--plot"):
+    for removed in ("--crop ", "--face-detector", "--face-border", "--manifest-crop", "--tflite-default", "--plot",
+                    "--dropout", "--class-weight", "--fine-tune-layers"):
         assert removed not in text
 
 
