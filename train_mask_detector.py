@@ -16,29 +16,26 @@ This script learns from face images; it never finds faces. Each --dataset folder
   * the same with a manifest.csv (file, source_image, ...), e.g. written by
     ``detect_mask_image.py -i photos --crops DIR``: the crops of one source photo form a group;
   * a PASCAL VOC set (annotations/*.xml + images/): each with_mask / without_mask box is cut out as the detect
-    scripts crop a face (the box itself); other names (mask_weared_incorrect, ...) are skipped and counted.
-Every face is resized to 224x224 as the detect scripts resize one (INTER_AREA to shrink, INTER_CUBIC to enlarge).
+    scripts crop a face; other names (mask_weared_incorrect, ...) are skipped and counted.
+Every face is resized to 224x224 as the detect scripts resize one.
 
-Recipe: the 2020 PyImageSearch design - MobileNetV2 ImageNet base, head AveragePooling2D(7x7) -> Flatten ->
-Dense(128, relu) -> Dropout(0.5) -> Dense(2, softmax), Adam 1e-4, 20 epochs, batch 32 - with two fixes: the 80/20 split keeps exact duplicates, mirrored copies, masked/unmasked
-twins and the faces of one photo on the same side; "robust" augmentation (mask recolouring, colour, blur,
-down-and-up scaling, JPEG quality, occlusion), then a short fine-tune of the top MobileNetV2 layers. Each
-image's loss is weighted so that both classes weigh the same (scikit-learn's "balanced" rule).
+Recipe: the 2020 PyImageSearch design (MobileNetV2 ImageNet base, head AveragePooling2D(7x7) -> Flatten ->
+Dense(128, relu) -> Dropout(0.5) -> Dense(2, softmax), Adam 1e-4, 20 epochs, batch 32) with these changes:
+the 80/20 split keeps duplicates, mirrored copies, masked/unmasked twins and the faces of one photo on one
+side; "robust" augmentation (mask recolouring, colour, blur, down-and-up scaling, JPEG quality, occlusion);
+a short fine-tune of the top MobileNetV2 layers; loss weights that make both classes weigh the same.
 
---evaluate and --calibrate score the faces the image script finds: they run
-``detect_mask_image.py --json --no-display --model MODEL [the options after --]`` (beside this script) on the
-labelled folders - class folders of photos (each photo's most confident face) or VOC sets (each annotated face
-takes the detected box it overlaps at IoU >= 0.5) - and read its Mask probabilities. --calibrate chooses the
-Mask log-odds bias b that maximises the mean over the folders of each folder's balanced accuracy (the middle of
-the widest best plateau) and folds it into the output layer, so the model's argmax is the operating point.
+--evaluate and --calibrate run ``detect_mask_image.py --json --no-display --model MODEL [options after --]``
+on labelled folders (class folders: each photo's most confident face; VOC sets: each annotated face's
+detected box at IoU >= 0.5) and score its faces. --calibrate folds into the output layer the Mask log-odds
+bias that maximises the folders' mean balanced accuracy, so the model's argmax is the operating point.
 
 Model contract: input RGB 224x224 through keras.applications.mobilenet_v2.preprocess_input
 (x / 127.5 - 1); output softmax [P(mask), P(no mask)]; the label is its argmax.
 
 Outputs, all beside --model: the model (Keras 3 ``.keras``), LiteRT files (<stem>.tflite, the first --tflite
-variant, and <stem>_<variant>.tflite), plot.png, metrics.json and reports/. Training refuses to replace any of
-them without --overwrite; each is written to a temporary name and renamed when complete. Bad input: one
-``error:`` line on stderr and exit status 2; other failures exit 1.
+variant, and <stem>_<variant>.tflite), plot.png, metrics.json and reports/; none replaced without
+--overwrite, each written to a temporary name first. Bad input: one ``error:`` line and exit status 2.
 """
 
 from __future__ import annotations
@@ -394,14 +391,14 @@ def read_manifest(folder: Path) -> dict:
         raise UsageError(f"{manifest}: not a manifest with file and source_image columns ({error})") from None
 
 
-def load_class_folders(folder: Path, limit: int = 0) -> dict:
-    """The face images of folder/with_mask and folder/without_mask as classifier crops (crop_face); the
-    source photo of each from the folder's manifest.csv (None without one)."""
+def load_class_folders(folder: Path, limit: int, data: dict) -> None:
+    """Add the face images of folder/with_mask and folder/without_mask to `data` as classifier crops, each
+    with its source photo from the folder's manifest.csv (None without one)."""
     if not folder.is_dir():
         raise UsageError(f"dataset folder {folder} not found; it needs with_mask/ and without_mask/ inside "
                          "(or annotations/ + images/ of a VOC set)")
     manifest = read_manifest(folder)
-    data = {"crops": [], "labels": [], "paths": [], "sources": [], "skipped": []}
+    start = len(data["faces"])
     for label, name in enumerate(CLASS_DIRS):
         if not (folder / name).is_dir():
             raise UsageError(f"{folder / name} not found: the dataset needs both {CLASS_DIRS[0]}/ and {CLASS_DIRS[1]}/")
@@ -414,30 +411,25 @@ def load_class_folders(folder: Path, limit: int = 0) -> dict:
                 data["skipped"].append(str(path))
                 print(f"warning: skipping {path}: not a readable image", file=sys.stderr)
                 continue
-            data["crops"].append(crop_face(image))
-            data["labels"].append(label)
-            data["paths"].append(str(path))
             source = manifest.get(path.resolve())
-            data["sources"].append(None if source is None else f"{folder}:{source}")
+            data["faces"].append((crop_face(image), label, str(path), None if source is None else f"{folder}:{source}"))
             kept += 1
         if kept == 0:
             raise UsageError(f"{folder / name} holds no readable images; both classes need some")
-    data["kind"] = "face crops with a manifest" if manifest else "face images"
+    data["kinds"].append("face crops with a manifest" if manifest else "face images")
     # One face per photo (face images, or crops of one face each): look for masked/unmasked twins by features.
-    one_each = not manifest or len(set(data["sources"])) == len(data["sources"])
-    data["twins"] = [one_each] * len(data["labels"])
-    return data
+    sources = [face[3] for face in data["faces"][start:]]
+    data["twins"] += [not manifest or len(set(sources)) == len(sources)] * len(sources)
 
 
-def load_voc(folder: Path, limit: int = 0) -> dict:
-    """The with_mask / without_mask faces of a VOC set as classifier crops, each annotated box cut as the
-    detect scripts cut a res10 box; other object names skipped and counted on stderr. Source: the photo."""
+def load_voc(folder: Path, limit: int, data: dict) -> None:
+    """Add the with_mask / without_mask faces of a VOC set to `data` as classifier crops, each annotated box
+    cut as the detect scripts cut a face box; other object names skipped and counted on stderr."""
     from collections import Counter
 
     other_names = Counter()
-    photos = list(read_voc(folder, other_names).items())[:limit or None]
-    data = {"crops": [], "labels": [], "paths": [], "sources": [], "skipped": []}
-    for path, faces in photos:
+    start = len(data["faces"])
+    for path, faces in list(read_voc(folder, other_names).items())[:limit or None]:
         image = read_image(path)
         if image is None:
             data["skipped"].append(str(path))
@@ -447,36 +439,34 @@ def load_voc(folder: Path, limit: int = 0) -> dict:
             box = clip_box(box, image.shape[1], image.shape[0])
             if box is None:
                 other_names["(box outside the photo)"] += 1
-                continue
-            data["crops"].append(crop_face(image, box))
-            data["labels"].append(label)
-            data["paths"].append(f"{path} {list(box)}")
-            data["sources"].append(str(path))
+            else:
+                data["faces"].append((crop_face(image, box), label, f"{path} {list(box)}", str(path)))
     if other_names:
         counts = ", ".join(f"{count} {name}" for name, count in sorted(other_names.items()))
         print(f"warning: {folder}: skipped {counts} (only {' and '.join(CLASS_DIRS)} faces train)", file=sys.stderr)
-    if not data["crops"]:
+    if len(data["faces"]) == start:
         raise UsageError(f"{folder}: its annotations/*.xml name no {CLASS_DIRS[0]} or {CLASS_DIRS[1]} face "
                          "with a readable image in images/")
-    data["kind"] = "VOC set"
-    data["twins"] = [False] * len(data["labels"])
-    return data
+    data["kinds"].append("VOC set")
+    data["twins"] += [False] * (len(data["faces"]) - start)
 
 
 def load_datasets(folders, limit: int = 0) -> dict:
     """Every --dataset folder's faces: crops (RGB uint8 224x224), labels, paths, skipped files, each face's
     folder (index into folders) and source photo (None: a photo of its own), and each folder's kind."""
-    data = {"crops": [], "labels": [], "paths": [], "sources": [], "skipped": [], "twins": [], "folder": [],
-            "kinds": [], "folders": [str(f) for f in folders]}
+    data = {"faces": [], "skipped": [], "twins": [], "folder": [], "kinds": [], "folders": [str(f) for f in folders]}
     for index, folder in enumerate(folders):
-        voc = (folder / "annotations").is_dir()
-        part = load_voc(folder, limit) if voc else load_class_folders(folder, limit)
-        for key in ("crops", "labels", "paths", "sources", "skipped", "twins"):
-            data[key] += part[key]
-        data["folder"] += [index] * len(part["labels"])
-        data["kinds"].append(part["kind"])
-    data["crops"] = np.array(data["crops"], np.uint8).reshape(-1, *IMAGE_SIZE, 3)
-    data["labels"] = np.array(data["labels"], int)
+        start = len(data["faces"])
+        if (folder / "annotations").is_dir():
+            load_voc(folder, limit, data)
+        else:
+            load_class_folders(folder, limit, data)
+        data["folder"] += [index] * (len(data["faces"]) - start)
+    faces = data.pop("faces")  # (crop, label, path, source photo)
+    data["crops"] = np.array([face[0] for face in faces], np.uint8).reshape(-1, *IMAGE_SIZE, 3)
+    data["labels"] = np.array([face[1] for face in faces], int)
+    data["paths"] = [face[2] for face in faces]
+    data["sources"] = [face[3] for face in faces]
     data["folder"] = np.array(data["folder"], int)
     return data
 
@@ -593,24 +583,28 @@ def training_data(crops, labels, args):
 
 
 # --- outputs -----------------------------------------------------------------------------------------
-def save_figure(figure, path: Path) -> None:
-    """Write a matplotlib figure to path (replacing) and close it."""
-    import matplotlib.pyplot as plt
-
-    figure.tight_layout()
-    try:
-        with replacing(path) as temp:
-            figure.savefig(temp, dpi=100)
-    finally:
-        plt.close(figure)
-
-
-def save_plot(history: dict, path: Path, fine_tune_start: int | None) -> None:
+def pyplot():
+    """matplotlib.pyplot drawing into files only (the Agg backend: no window, no display needed)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def save_figure(figure, path: Path) -> None:
+    """Write a matplotlib figure to path (replacing) and close it."""
+    figure.tight_layout()
+    try:
+        with replacing(path) as temp:
+            figure.savefig(temp, dpi=100)
+    finally:
+        pyplot().close(figure)
+
+
+def save_plot(history: dict, path: Path, fine_tune_start: int | None) -> None:
+    plt = pyplot()
     epochs = np.arange(1, len(history["loss"]) + 1)
     figure, axes = plt.subplots(1, 2, figsize=(11, 4.2))
     for axis, key, title in ((axes[0], "loss", "Loss"), (axes[1], "accuracy", "Accuracy")):
@@ -639,10 +633,9 @@ def save_model(model, path: Path, calibration: dict | None = None) -> None:
 
 def save_confusion(metrics: dict, y_true, y_pred, path: Path) -> None:
     """scikit-learn's confusion-matrix display of the predictions, titled with the accuracy."""
-    import matplotlib
-
-    matplotlib.use("Agg")
     from sklearn.metrics import ConfusionMatrixDisplay
+
+    pyplot()
 
     display = ConfusionMatrixDisplay.from_predictions(y_true, y_pred, labels=[0, 1], display_labels=LABELS,
                                                       cmap="Blues", colorbar=False)
@@ -652,10 +645,8 @@ def save_confusion(metrics: dict, y_true, y_pred, path: Path) -> None:
 
 def save_mistakes(crops, predicted, probabilities, wrong, path: Path) -> None:
     """A gallery of up to 48 misclassified faces (RGB crops), each titled with its label and probability."""
-    import matplotlib.pyplot as plt
-
     rows = max(1, math.ceil(len(wrong[:48]) / 8))
-    figure, axes = plt.subplots(rows, 8, figsize=(12, 1.7 * rows), squeeze=False)
+    figure, axes = pyplot().subplots(rows, 8, figsize=(12, 1.7 * rows), squeeze=False)
     for axis in axes.flat:
         axis.axis("off")
     for axis, index in zip(axes.flat, wrong[:48]):
@@ -685,6 +676,13 @@ def tflite_bytes(model, variant: str, representative: np.ndarray) -> bytes:
             converter.inference_output_type = tf.int8
         with quiet_native_stderr():  # the converter prints its settings from C++
             return converter.convert()
+
+
+def write_metrics(path: Path, metrics: dict, started: float) -> None:
+    """metrics.json: `metrics` with the command line and the seconds since `started`."""
+    metrics["command"] = "python " + " ".join([Path(sys.argv[0]).name] + sys.argv[1:])
+    metrics["wall_seconds"] = round(time.perf_counter() - started, 1)
+    write_bytes(path, (json.dumps(metrics, indent=2) + "\n").encode())
 
 
 def representative_sample(count: int, seed: int) -> np.ndarray:
@@ -866,13 +864,8 @@ def folder_faces(folders: dict, model_path: Path, options, option: str) -> dict:
 
 
 def face_crops(faces) -> np.ndarray:
-    """Classifier crops of (photo, box) faces, for int8 export's representative set."""
-    crops = []
-    for path, box in faces:
-        image = read_image(Path(path))
-        box = clip_box(box, image.shape[1], image.shape[0]) if image is not None else None
-        if box is not None:
-            crops.append(crop_face(image, box))
+    """Classifier crops of (photo, box) faces the image script found (its boxes lie inside their photos)."""
+    crops = [crop_face(read_image(Path(path)), box) for path, box in faces]
     return np.array(crops, np.uint8).reshape(-1, *IMAGE_SIZE, 3)
 
 
@@ -905,10 +898,8 @@ def folded_bias(path: Path) -> float:
 
     try:
         with zipfile.ZipFile(path) as archive:
-            if CALIBRATION_MEMBER not in archive.namelist():
-                return 0.0
             return float(json.loads(archive.read(CALIBRATION_MEMBER))["mask_bias"])
-    except (OSError, zipfile.BadZipFile, KeyError, TypeError, ValueError):
+    except (OSError, zipfile.BadZipFile, KeyError, TypeError, ValueError):  # KeyError: no such member
         return 0.0
 
 
@@ -942,8 +933,7 @@ def evaluate(args) -> int:
         stem = f"evaluate_{Path(name).name or 'folder'}"
         save_confusion(metrics, truth, predicted, report_dir / f"{stem}_confusion.png")
         write_bytes(report_dir / f"{stem}.json", json.dumps(metrics, indent=2).encode())
-        print(json.dumps({"folder": name, **{key: metrics[key] for key in (
-            "accuracy", "balanced_accuracy", "per_class", "confusion_matrix", "faces", "without_detection")}}))
+        print(json.dumps({key: value for key, value in metrics.items() if key != "mistakes"}))
     return 0
 
 
@@ -981,9 +971,8 @@ def recalibrate(args) -> int:
         faces = []
     representative = face_crops([faces[i] for i in representative_sample(len(faces), args.seed)])
     tflite = export_tflite(model, model_path, args.tflite, representative)
-    metrics = {"command": "python " + " ".join([Path(sys.argv[0]).name] + sys.argv[1:]), "model": str(model_path),
-               "calibration": info, "tflite": tflite, "wall_seconds": round(time.perf_counter() - started, 1)}
-    write_bytes(paths["metrics"], (json.dumps(metrics, indent=2) + "\n").encode())
+    metrics = {"model": str(model_path), "calibration": info, "tflite": tflite}
+    write_metrics(paths["metrics"], metrics, started)
     print(f"[INFO] rewrote {model_path} (total Mask bias {info['total_bias']:+.3f}) and {len(tflite)} LiteRT files; "
           f"wrote {paths['metrics']} in {metrics['wall_seconds']:.0f} s")
     return 0
@@ -1082,17 +1071,14 @@ def train(args) -> int:
     representative = crops[train_index][representative_sample(len(train_index), args.seed)]
     tflite = export_tflite(model, model_path, args.tflite, representative)
     metrics.update({
-        "command": "python " + " ".join([Path(sys.argv[0]).name] + sys.argv[1:]),
-        "split": {"train": int(len(train_index)), "held_out": int(len(test_index)),
-                  "train_per_class": np.bincount(labels[train_index], minlength=2).tolist(),
-                  "held_out_per_class": np.bincount(truth, minlength=2).tolist()},
+        "split": {"train": int(len(train_index)), "held_out": int(len(test_index))},
         "groups": int(len(np.unique(groups))), "largest_group": int(np.bincount(groups).max()),
         "faces": int(len(labels)), "skipped_files": len(dataset["skipped"]),
         "folders": dict(zip(dataset["folders"], dataset["kinds"])),
         "seed": args.seed, "recipe": {k: v for k, v in vars(args).items() if k != "debug"},
-        "tflite": tflite, "calibration": calibration, "wall_seconds": round(time.perf_counter() - started, 1),
+        "tflite": tflite, "calibration": calibration,
     })
-    write_bytes(paths["metrics"], (json.dumps(metrics, indent=2) + "\n").encode())
+    write_metrics(paths["metrics"], metrics, started)
     print(f"[INFO] held-out accuracy {metrics['accuracy']:.4f}; wrote {model_path}, {paths['plot']}, "
           f"{paths['metrics']} and {paths['reports']}/ in {metrics['wall_seconds']:.0f} s")
     if args.weights == "none":
@@ -1183,26 +1169,21 @@ def main(argv=None) -> int:
         if not args.evaluate:  # every other mode runs TensorFlow: load it quietly, once
             with quiet_native_stderr():
                 import keras  # noqa: F401
-        if args.evaluate:
-            return evaluate(args)
-        if args.export_only:
-            return export_only(args)
-        if args.convert:
-            return convert_legacy(args)
-        if args.recalibrate:
-            return recalibrate(args)
+        modes = {"evaluate": evaluate, "export_only": export_only, "convert": convert_legacy,
+                 "recalibrate": recalibrate}
+        for mode, run in modes.items():
+            if getattr(args, mode):
+                return run(args)
         return train(args)
-    except UsageError as error:
-        if args.debug:
-            traceback.print_exc()
-        print(f"error: {error}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         print("error: interrupted; no output was half-written", file=sys.stderr)
         return 130
-    except Exception as error:  # unexpected: one line unless --debug
+    except Exception as error:  # bad input (UsageError) or unexpected: one line unless --debug
         if args.debug:
             traceback.print_exc()
+        if isinstance(error, UsageError):
+            print(f"error: {error}", file=sys.stderr)
+            return 2
         text = (str(error).strip().splitlines() or [""])[-1]  # one line, as the detect scripts do
         print(f"error: {type(error).__name__}: {text} (rerun with --debug for the traceback)", file=sys.stderr)
         return 1
