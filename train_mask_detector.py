@@ -82,7 +82,6 @@ MATCH_IOU = 0.5  # an annotated face is found by a detected box of at least this
 PROBABILITY_FLOOR = 1e-7  # Mask probabilities are clipped to [this, 1 - this] before their log-odds
 OPEN_PLATEAU = 1.0  # log-odds: a best plateau beyond the last face (a useless model) counts as this wide
 CALIBRATION_MEMBER = "mask_calibration.json"  # added to the .keras zip: the total bias folded in (Keras ignores it)
-PLOT, METRICS, REPORTS = "plot.png", "metrics.json", "reports"  # written beside --model
 MODES = ("evaluate", "export_only", "convert", "calibrate")  # at most one; --calibrate with --dataset trains
 
 
@@ -125,8 +124,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help=f"LiteRT files to write, any of {', '.join(TFLITE_VARIANTS)} (none: no LiteRT file); the first "
                         "is also <stem>.tflite, which the detect scripts load (default: all three)")
     p.add_argument("--evaluate", nargs="+", metavar="DIR",
-                   help="score --model on labelled photos (with_mask/ + without_mask/, or a VOC set) with the "
-                        "faces and labels of detect_mask_image.py")
+                   help="score --model on labelled photos (class folders or VOC sets) as detect_mask_image.py does")
     p.add_argument("--calibrate", nargs="+", metavar="DIR",
                    help="labelled photos like those the detector will see: fold into the model the Mask bias "
                         "that maximises their mean balanced accuracy (after training, or into --model in place)")
@@ -175,8 +173,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 # --- small pure helpers ------------------------------------------------------------------------------
 def read_image(path: Path) -> np.ndarray | None:
-    """Decode an image file (any name, grey, 16-bit or with alpha; EXIF orientation applied) to 8-bit BGR, or
-    None when it cannot be read."""
+    """An image file (any name, grey, 16-bit or alpha; EXIF orientation applied) as 8-bit BGR, or None."""
     try:
         data = np.fromfile(str(path), dtype=np.uint8)
     except OSError:
@@ -249,14 +246,12 @@ def split_groups(labels: np.ndarray, groups: np.ndarray, test_size: float, seed:
     if len(np.unique(groups)) < folds:
         raise UsageError(f"only {len(np.unique(groups))} distinct photo groups: too few to split; add images")
     splitter = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
-    train_index, test_index = next(splitter.split(np.zeros(len(labels)), labels, groups))
-    return train_index, test_index
+    return next(splitter.split(np.zeros(len(labels)), labels, groups))
 
 
 def mask_region(crop_rgb: np.ndarray) -> np.ndarray:
-    """Pixels of a pasted surgical mask in a face crop: light, low-saturation or blue, lower 70%.
-
-    Used only to recolour masks during augmentation, so a rough map is enough."""
+    """Pixels of a pasted surgical mask in a face crop (light, low-saturation or blue, lower 70%): a rough map
+    for recolouring masks during augmentation."""
     hsv = cv2.cvtColor(crop_rgb, cv2.COLOR_RGB2HSV).astype(int)
     hue, sat, val = hsv[:, :, 0], hsv[:, :, 1], hsv[:, :, 2]
     light = (sat < 50) & (val > 170)
@@ -305,7 +300,8 @@ def write_bytes(path: Path, data: bytes) -> None:
 def output_paths(model_path: Path, variants) -> dict:
     """Every file a training run writes, all beside the model: {name: path}."""
     folder = model_path.parent
-    paths = {"model": model_path, "plot": folder / PLOT, "metrics": folder / METRICS, "reports": folder / REPORTS}
+    paths = {"model": model_path, "plot": folder / "plot.png", "metrics": folder / "metrics.json",
+             "reports": folder / "reports"}
     if variants:
         paths["tflite"] = model_path.with_suffix(".tflite")
     paths.update({f"tflite_{v}": model_path.with_name(f"{model_path.stem}_{v}.tflite") for v in variants})
@@ -856,10 +852,8 @@ def folder_faces(folders: dict, model_path: Path, options, option: str) -> dict:
             raise UsageError(f"{option} {name}: {DETECT_SCRIPT} found "
                              + (f"{CLASS_DIRS[faces['labels'][0]]} faces only" if len(faces["labels"]) else "no face")
                              + f" in its {len(folder['photos'])} photos; a balanced accuracy needs both classes")
-        print(f"[INFO] {name}: {len(faces['labels'])} faces found by {DETECT_SCRIPT} "
-              f"({np.bincount(faces['labels'], minlength=2).tolist()} Mask / No Mask), "
-              f"{sum(faces['missed'])} labelled {'faces' if folder['layout'] == 'voc' else 'photos'} without one",
-              file=sys.stderr)
+        print(f"[INFO] {name}: {DETECT_SCRIPT} found {len(faces['labels'])} labelled faces, missed "
+              f"{sum(faces['missed'])}", file=sys.stderr)
     return sets
 
 
@@ -918,20 +912,20 @@ def evaluate(args) -> int:
     if not model_path.is_file():
         raise UsageError(f"model {model_path} not found; train one with: python train_mask_detector.py")
     folders = labelled_folders(args.evaluate, "--evaluate", args.limit)
-    report_dir = model_path.parent / REPORTS
+    report_dir = output_paths(model_path, [])["reports"]
     check_outputs({"reports": report_dir}, overwrite=True)
     sets = folder_faces(folders, model_path, args.detect_options, "--evaluate")
     for name, faces in sets.items():
-        truth, predicted = faces["labels"], faces["predicted"]
-        metrics = classification_metrics(truth, predicted)
+        truth = faces["labels"]
+        metrics = classification_metrics(truth, faces["predicted"])
         metrics.update({"folder": name, "model": str(model_path), "detect_options": args.detect_options,
                         "faces": int(len(truth)), "without_detection": int(sum(faces["missed"])),
                         "without_detection_per_class": faces["missed"]})
-        metrics["mistakes"] = [{"photo": photo, "box": box, "true": LABELS[t], "mask_probability": float(p)}
-                               for (photo, box), t, y, p in zip(faces["faces"], truth, predicted,
-                                                                faces["mask_probability"]) if t != y]
+        wrong = np.flatnonzero(truth != faces["predicted"])
+        metrics["mistakes"] = [{"photo": faces["faces"][i][0], "box": faces["faces"][i][1], "true": LABELS[truth[i]],
+                                "mask_probability": float(faces["mask_probability"][i])} for i in wrong]
         stem = f"evaluate_{Path(name).name or 'folder'}"
-        save_confusion(metrics, truth, predicted, report_dir / f"{stem}_confusion.png")
+        save_confusion(metrics, truth, faces["predicted"], report_dir / f"{stem}_confusion.png")
         write_bytes(report_dir / f"{stem}.json", json.dumps(metrics, indent=2).encode())
         print(json.dumps({key: value for key, value in metrics.items() if key != "mistakes"}))
     return 0
@@ -942,11 +936,8 @@ def export_only(args) -> int:
     model_path = Path(args.model)
     model = load_keras_model(model_path)
     representative = np.zeros((0, *IMAGE_SIZE, 3), np.uint8)
-    if "int8" in args.tflite:
-        folders = [Path(d) for d in args.dataset if Path(d).is_dir()]
-        if not folders:
-            raise UsageError(f"int8 export needs representative faces: dataset {' '.join(args.dataset)} not found")
-        crops = load_datasets(folders, args.limit)["crops"]
+    if "int8" in args.tflite:  # its ranges come from --dataset's faces
+        crops = load_datasets([Path(d) for d in args.dataset], args.limit)["crops"]
         representative = crops[representative_sample(len(crops), args.seed)]
     export_tflite(model, model_path, args.tflite, representative)
     return 0
@@ -1019,7 +1010,7 @@ def train(args) -> int:
     validation = (held_out, np.eye(2, dtype=np.float32)[labels[test_index]])
     train_data = training_data(crops[train_index], labels[train_index], args)
 
-    model, base = build_model("imagenet" if args.weights == "imagenet" else None)
+    model, base = build_model(None if args.weights == "none" else "imagenet")
     model.compile(optimizer=keras.optimizers.Adam(learning_rate=args.learning_rate),
                   loss="categorical_crossentropy", metrics=["accuracy"])
     print(f"[INFO] training head for {args.epochs} epochs...")
@@ -1048,13 +1039,9 @@ def train(args) -> int:
             sets = folder_faces(calibration_folders, Path(folder) / model_path.name, args.detect_options, "--calibrate")
         calibration = calibrate(model, sets)
 
-    print("[INFO] evaluating on the held-out side" + (" (calibrated model)..." if calibration else "..."))
     probabilities = model.predict(held_out, batch_size=args.batch_size, verbose=0)
     predicted = probabilities.argmax(axis=1)
     truth = labels[test_index]
-    from sklearn.metrics import classification_report
-
-    print(classification_report(truth, predicted, labels=[0, 1], target_names=LABELS, digits=4, zero_division=0))
     metrics = classification_metrics(truth, predicted)
     in_folder = dataset["folder"][test_index]
     metrics["per_folder"] = {folder: classification_metrics(truth[in_folder == k], predicted[in_folder == k])
@@ -1072,15 +1059,16 @@ def train(args) -> int:
     tflite = export_tflite(model, model_path, args.tflite, representative)
     metrics.update({
         "split": {"train": int(len(train_index)), "held_out": int(len(test_index))},
-        "groups": int(len(np.unique(groups))), "largest_group": int(np.bincount(groups).max()),
+        "groups": int(len(np.unique(groups))),
         "faces": int(len(labels)), "skipped_files": len(dataset["skipped"]),
         "folders": dict(zip(dataset["folders"], dataset["kinds"])),
         "seed": args.seed, "recipe": {k: v for k, v in vars(args).items() if k != "debug"},
         "tflite": tflite, "calibration": calibration,
     })
     write_metrics(paths["metrics"], metrics, started)
-    print(f"[INFO] held-out accuracy {metrics['accuracy']:.4f}; wrote {model_path}, {paths['plot']}, "
-          f"{paths['metrics']} and {paths['reports']}/ in {metrics['wall_seconds']:.0f} s")
+    print(f"[INFO] held-out accuracy {metrics['accuracy']:.4f} (balanced {metrics['balanced_accuracy']:.4f}); "
+          f"wrote {model_path}, {paths['plot']}, {paths['metrics']} and {paths['reports']}/ "
+          f"in {metrics['wall_seconds']:.0f} s")
     if args.weights == "none":
         print("[INFO] --weights none starts from random weights: a short run's accuracy is expected to be near "
               "chance (0.5); such a run checks the pipeline, not the model")
