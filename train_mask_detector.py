@@ -188,11 +188,10 @@ def clip_box(box, width: int, height: int):
         x1, y1, x2, y2 = (int(round(float(v))) for v in box)
     except (TypeError, ValueError, OverflowError):
         return None
-    x1, y1 = max(0, x1), max(0, y1)
-    x2, y2 = min(width, x2), min(height, y2)
-    if x2 - x1 < 1 or y2 - y1 < 1:
+    clipped = (max(0, x1), max(0, y1), min(width, x2), min(height, y2))
+    if clipped[2] - clipped[0] < 1 or clipped[3] - clipped[1] < 1:
         return None
-    return x1, y1, x2, y2
+    return clipped
 
 
 def crop_face(image_bgr: np.ndarray, box=None) -> np.ndarray:
@@ -281,7 +280,8 @@ def quiet_native_stderr():
     """Native stderr to /dev/null while TensorFlow loads or LiteRT starts (their C++ log lines), unless --debug
     (main sets TF_CPP_MIN_LOG_LEVEL to 3 without it)."""
     sys.stderr.flush()
-    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
     try:
         if os.environ.get("TF_CPP_MIN_LOG_LEVEL") == "3":
             os.dup2(devnull, 2)
@@ -699,11 +699,16 @@ def export_tflite(model, model_path: Path, variants, representative) -> dict:
     return results
 
 
-def load_keras_model(path: Path):
-    import keras
-
+def existing_model(path: Path) -> Path:
     if not path.is_file():
         raise UsageError(f"model {path} not found; train one with: python train_mask_detector.py")
+    return path
+
+
+def load_keras_model(path: Path):
+    existing_model(path)
+    import keras
+
     try:
         model = keras.saving.load_model(path, compile=False, safe_mode=True)
     except Exception as error:  # a truncated or foreign file: say so in one line
@@ -732,19 +737,20 @@ def fold_mask_bias(model, bias: float):
 
 def balanced_accuracies(log_odds: np.ndarray, labels: np.ndarray, biases) -> np.ndarray:
     """Balanced accuracy of the rule "Mask iff log-odds + bias >= 0" at each bias (label 0 = Mask)."""
-    masked, bare = np.sort(log_odds[labels == 0]), np.sort(log_odds[labels == 1])
+    masked = np.sort(log_odds[labels == 0])
+    bare = np.sort(log_odds[labels == 1])
     cut = -np.asarray(biases, float)
     mask_recall = 1.0 - np.searchsorted(masked, cut, side="left") / len(masked)
     bare_recall = np.searchsorted(bare, cut, side="left") / len(bare)
     return (mask_recall + bare_recall) / 2
 
 
-def choose_bias(sets, open_width: float = OPEN_PLATEAU):
+def choose_bias(sets):
     """The Mask log-odds bias that maximises the mean over `sets` [(log-odds, labels)] of each set's balanced
     accuracy: the middle of the widest best plateau (ties: the one nearer 0), so that the choice does not hang
     on one face; shifting every log-odds by c shifts it by -c. Returns (bias, (plateau low, high), best mean)."""
     edges = np.unique(np.concatenate([-s for s, _ in sets]))
-    edges = np.concatenate([[edges[0] - open_width], edges, [edges[-1] + open_width]])
+    edges = np.concatenate([[edges[0] - OPEN_PLATEAU], edges, [edges[-1] + OPEN_PLATEAU]])
     middles = (edges[:-1] + edges[1:]) / 2  # the score is constant between two edges
     score = np.mean([balanced_accuracies(s, y, middles) for s, y in sets], axis=0)
     best = np.flatnonzero(score >= score.max() - 1e-12)
@@ -761,12 +767,14 @@ def box_iou(a, b) -> float:
     return overlap / union if union > 0 else 0.0
 
 
-def match_boxes(truth, detected, threshold: float = MATCH_IOU) -> list:
-    """For each annotated box the index of its detected box, or None: one-to-one, best IoU first."""
+def match_boxes(truth, detected) -> list:
+    """For each annotated box the index of its detected box (IoU >= MATCH_IOU), or None: one-to-one, best IoU
+    first."""
     pairs = sorted(((box_iou(t, d), i, j) for i, t in enumerate(truth) for j, d in enumerate(detected)), reverse=True)
-    match, used = [None] * len(truth), set()
+    match = [None] * len(truth)
+    used = set()
     for overlap, i, j in pairs:
-        if overlap >= threshold and match[i] is None and j not in used:
+        if overlap >= MATCH_IOU and match[i] is None and j not in used:
             match[i] = j
             used.add(j)
     return match
@@ -857,12 +865,6 @@ def folder_faces(folders: dict, model_path: Path, options, option: str) -> dict:
     return sets
 
 
-def face_crops(faces) -> np.ndarray:
-    """Classifier crops of (photo, box) faces the image script found (its boxes lie inside their photos)."""
-    crops = [crop_face(read_image(Path(path)), box) for path, box in faces]
-    return np.array(crops, np.uint8).reshape(-1, *IMAGE_SIZE, 3)
-
-
 def calibrate(model, sets: dict, previous_bias: float = 0.0) -> dict:
     """Choose the Mask bias on the faces the image script found with this model (sets: {folder: scored_faces})
     by choose_bias, and fold it into the model; the metrics.json "calibration" entry."""
@@ -908,9 +910,7 @@ def labelled_folders(folders, option: str, limit: int) -> dict:
 
 def evaluate(args) -> int:
     """--evaluate: score --model on labelled folders with the faces and labels of the image script."""
-    model_path = Path(args.model)
-    if not model_path.is_file():
-        raise UsageError(f"model {model_path} not found; train one with: python train_mask_detector.py")
+    model_path = existing_model(Path(args.model))
     folders = labelled_folders(args.evaluate, "--evaluate", args.limit)
     report_dir = output_paths(model_path, [])["reports"]
     check_outputs({"reports": report_dir}, overwrite=True)
@@ -957,10 +957,10 @@ def recalibrate(args) -> int:
     sets = folder_faces(folders, model_path, args.detect_options, "--calibrate")
     info = calibrate(model, sets, previous)
     save_model(model, model_path, {"mask_bias": info["total_bias"]})
-    faces = [face for found in sets.values() for face in found["faces"]]
-    if "int8" not in args.tflite:
-        faces = []
-    representative = face_crops([faces[i] for i in representative_sample(len(faces), args.seed)])
+    faces = [face for found in sets.values() for face in found["faces"]] if "int8" in args.tflite else []
+    chosen = [faces[i] for i in representative_sample(len(faces), args.seed)]
+    crops = [crop_face(read_image(Path(path)), box) for path, box in chosen]  # the script's boxes lie in the photo
+    representative = np.array(crops, np.uint8).reshape(-1, *IMAGE_SIZE, 3)
     tflite = export_tflite(model, model_path, args.tflite, representative)
     metrics = {"model": str(model_path), "calibration": info, "tflite": tflite}
     write_metrics(paths["metrics"], metrics, started)
@@ -1132,7 +1132,8 @@ def load_legacy_model(path: Path):
 def convert_legacy(args) -> int:
     """--convert: a legacy HDF5 model -> <stem>.keras and <stem>.tflite (float16, as training's default file)."""
     source = Path(args.convert)
-    keras_path, tflite_path = source.with_suffix(".keras"), source.with_suffix(".tflite")
+    keras_path = source.with_suffix(".keras")
+    tflite_path = source.with_suffix(".tflite")
     if source.suffix.lower() not in LEGACY_SUFFIXES:
         raise UsageError(f"--convert {source}: expected a legacy {'/'.join(LEGACY_SUFFIXES)} file")
     if not source.is_file():
