@@ -71,6 +71,7 @@ ZOOM = 0.15  # fraction
 SHIFT = 0.2  # fraction of the width and height
 SHEAR = 0.15
 DENSE_UNITS = 128
+TEST_SIZE = 0.2  # held out, as in 2020: the split keeps 1 in round(1 / this) groups aside, stratified
 DROPOUT = 0.5
 FINE_TUNE_LAYERS = 19  # top MobileNetV2 layers unfrozen for the fine-tune, BatchNorm not counted (keras-io)
 MANIFEST = "manifest.csv"  # file,label,source_image,...: one row per face crop (crops of a photo share a group)
@@ -90,16 +91,15 @@ class UsageError(Exception):
 
 
 # --- arguments ---------------------------------------------------------------------------------------
-def number(cast, low, high=math.inf, low_open=False):
-    """An argparse type: `cast` of the text, within [low, high] ((low, high] with low_open)."""
+def number(cast, low, low_open=False):
+    """An argparse type: `cast` of the text, at least `low` (above it with low_open)."""
     def parse(text):
         try:
             value = cast(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"not a{'n integer' if cast is int else ' number'}: {text!r}") from None
-        if not ((low < value if low_open else low <= value) and value <= high):  # NaN is outside too
-            low_side = "(" if low_open else "["
-            raise argparse.ArgumentTypeError(f"must lie in {low_side}{low}, {high}], got {value}")
+        if not (low < value if low_open else low <= value):  # NaN fails too
+            raise argparse.ArgumentTypeError(f"must lie in {'(' if low_open else '['}{low}, inf], got {value}")
         return value
 
     return parse
@@ -137,8 +137,6 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="images per step (default: 32, as in 2020)")
     p.add_argument("--learning-rate", type=number(float, 0, low_open=True), default=1e-4,
                    metavar="LR", help="Adam learning rate of the head phase (default: %(default)s, as in 2020)")
-    p.add_argument("--test-size", type=number(float, 0, 0.5, low_open=True), default=0.2, metavar="F",
-                   help="held-out fraction: 1 in round(1/F) groups, stratified (default: %(default)s)")
     p.add_argument("--augment", choices=("classic", "robust"), default="robust",
                    help="classic: the 2020 flips, rotation, zoom, shift and shear; robust: also mask "
                         "recolouring, colour, blur, down-up scaling, JPEG quality, occlusion (default: %(default)s)")
@@ -1003,7 +1001,7 @@ def train(args) -> int:
     if args.weights == "imagenet":
         feature_model = keras.applications.MobileNetV2(include_top=False, input_shape=(*IMAGE_SIZE, 3), pooling="avg")
     groups = find_groups(crops, feature_model, dataset["sources"], dataset["twins"])
-    train_index, test_index = split_groups(labels, groups, args.test_size, args.seed)
+    train_index, test_index = split_groups(labels, groups, TEST_SIZE, args.seed)
     print(f"[INFO] {len(np.unique(groups))} groups (duplicates, mirrored copies, masked/unmasked twins and the faces "
           f"of one photo); split {len(train_index)} train / {len(test_index)} held out, no group on both sides")
     held_out = preprocess(crops[test_index])
