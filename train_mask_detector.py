@@ -317,11 +317,12 @@ def check_outputs(paths: dict, overwrite: bool) -> None:
             raise UsageError(f"{path} is a file; training writes its reports into a folder of that name")
         if name != "reports" and path.is_dir():
             raise UsageError(f"{path} is a folder; give a file name")
+    folder = path.parent  # every output lies in this one folder
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tempfile.TemporaryFile(dir=path.parent).close()
+        folder.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=folder).close()
     except OSError as error:
-        raise UsageError(f"cannot write in {path.parent}: {error.strerror or error}; choose another --model") from None
+        raise UsageError(f"cannot write in {folder}: {error.strerror or error}; choose another --model") from None
 
 
 def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict:
