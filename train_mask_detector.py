@@ -803,20 +803,6 @@ def labelled_folder(folder: Path, option: str, limit: int = 0) -> dict:
     return {"layout": "photos", "photos": photos}
 
 
-def detect_script_faces(photos, model_path: Path, options) -> dict:
-    """{photo path: its faces, best first} as `detect_mask_image.py --json` finds and labels them with this
-    model and its `options` (run beside this script: labelled_folders checked it is there)."""
-    script = Path(__file__).resolve().with_name(DETECT_SCRIPT)
-    command = [sys.executable, str(script), "--json", "--no-display", "--model", str(model_path), *options,
-               "-i", *map(str, photos)]
-    done = subprocess.run(command, capture_output=True, text=True)
-    if done.returncode != 0:
-        reason = (done.stderr.strip().splitlines() or [f"exit status {done.returncode}"])[-1]
-        raise UsageError(f"{DETECT_SCRIPT}: {reason.split('error: ', 1)[-1]}")  # its "error:" or argparse's
-    results = (json.loads(line) for line in done.stdout.splitlines() if line.startswith("{"))
-    return {result["image"]: result["faces"] for result in results}
-
-
 def scored_faces(folder: dict, detections: dict) -> dict:
     """The labelled faces of one folder (labelled_folder) the image script found (its detections): each
     photo's most confident face, or each annotated face's detected box at IoU >= MATCH_IOU. {"labels",
@@ -848,9 +834,17 @@ def mask_log_odds(probability: np.ndarray) -> np.ndarray:
 
 
 def folder_faces(folders: dict, model_path: Path, options, option: str) -> dict:
-    """{folder: scored_faces} of every labelled folder, the image script run once over all their photos."""
-    photos = [path for folder in folders.values() for path, _ in folder["photos"]]
-    detections = detect_script_faces(photos, model_path, options)
+    """{folder: scored_faces} of every labelled folder: `detect_mask_image.py --json` (beside this script:
+    labelled_folders checked it is there) run once with this model and its `options` over all their photos."""
+    photos = [str(path) for folder in folders.values() for path, _ in folder["photos"]]
+    script = Path(__file__).resolve().with_name(DETECT_SCRIPT)
+    command = [sys.executable, str(script), "--json", "--no-display", "--model", str(model_path), *options, "-i"]
+    done = subprocess.run(command + photos, capture_output=True, text=True)
+    if done.returncode != 0:
+        reason = (done.stderr.strip().splitlines() or [f"exit status {done.returncode}"])[-1]
+        raise UsageError(f"{DETECT_SCRIPT}: {reason.split('error: ', 1)[-1]}")  # its "error:" or argparse's
+    results = (json.loads(line) for line in done.stdout.splitlines() if line.startswith("{"))
+    detections = {result["image"]: result["faces"] for result in results}  # photo: its faces, best first
     sets = {}
     for name, folder in folders.items():
         sets[name] = scored_faces(folder, detections)
@@ -952,9 +946,8 @@ def recalibrate(args) -> int:
     paths = output_paths(model_path, args.tflite)
     check_outputs(paths, overwrite=True)  # rewriting --model and its LiteRT files is what this mode is for
     model = load_keras_model(model_path)
-    previous = folded_bias(model_path)
     sets = folder_faces(folders, model_path, args.detect_options, "--calibrate")
-    info = calibrate(model, sets, previous)
+    info = calibrate(model, sets, folded_bias(model_path))
     save_model(model, model_path, {"mask_bias": info["total_bias"]})
     faces = [face for found in sets.values() for face in found["faces"]] if "int8" in args.tflite else []
     chosen = [faces[i] for i in representative_sample(len(faces), args.seed)]
