@@ -16,29 +16,26 @@ This script learns from face images; it never finds faces. Each --dataset folder
   * the same with a manifest.csv (file, source_image, ...), e.g. written by
     ``detect_mask_image.py -i photos --crops DIR``: the crops of one source photo form a group;
   * a PASCAL VOC set (annotations/*.xml + images/): each with_mask / without_mask box is cut out as the detect
-    scripts crop a face (the box itself); other names (mask_weared_incorrect, ...) are skipped and counted.
-Every face is resized to 224x224 as the detect scripts resize one (INTER_AREA to shrink, INTER_CUBIC to enlarge).
+    scripts crop a face; other names (mask_weared_incorrect, ...) are skipped and counted.
+Every face is resized to 224x224 as the detect scripts resize one.
 
-Recipe (every number is a flag): the 2020 PyImageSearch design - MobileNetV2 ImageNet base, head
-AveragePooling2D(7x7) -> Flatten -> Dense(128, relu) -> Dropout(0.5) -> Dense(2, softmax), Adam 1e-4,
-20 epochs, batch 32 - with two fixes: the 80/20 split keeps exact duplicates, mirrored copies, masked/unmasked
-twins and the faces of one photo on the same side; "robust" augmentation (mask recolouring, colour, blur,
-down-and-up scaling, JPEG quality, occlusion), then a short fine-tune of the top MobileNetV2 layers.
+Recipe: the 2020 PyImageSearch design (MobileNetV2 ImageNet base, head AveragePooling2D(7x7) -> Flatten ->
+Dense(128, relu) -> Dropout(0.5) -> Dense(2, softmax), Adam 1e-4, 20 epochs, batch 32) with these changes:
+the 80/20 split keeps duplicates, mirrored copies, masked/unmasked twins and the faces of one photo on one
+side; "robust" augmentation (mask recolouring, colour, blur, down-and-up scaling, JPEG quality, occlusion);
+a short fine-tune of the top MobileNetV2 layers; loss weights that make both classes weigh the same.
 
---evaluate and --calibrate score the faces the image script finds: they run
-``detect_mask_image.py --json --no-display --model MODEL [the options after --]`` (beside this script) on the
-labelled folders - class folders of photos (each photo's most confident face) or VOC sets (each annotated face
-takes the detected box it overlaps at IoU >= 0.5) - and read its Mask probabilities. --calibrate chooses the
-Mask log-odds bias b that maximises the mean over the folders of each folder's balanced accuracy (the middle of
-the widest best plateau) and folds it into the output layer, so the model's argmax is the operating point.
+--evaluate and --calibrate run ``detect_mask_image.py --json --no-display --model MODEL [options after --]``
+on labelled folders (class folders: each photo's most confident face; VOC sets: each annotated face's
+detected box at IoU >= 0.5) and score its faces. --calibrate folds into the output layer the Mask log-odds
+bias that maximises the folders' mean balanced accuracy, so the model's argmax is the operating point.
 
 Model contract: input RGB 224x224 through keras.applications.mobilenet_v2.preprocess_input
 (x / 127.5 - 1); output softmax [P(mask), P(no mask)]; the label is its argmax.
 
 Outputs, all beside --model: the model (Keras 3 ``.keras``), LiteRT files (<stem>.tflite, the first --tflite
-variant, and <stem>_<variant>.tflite), plot.png, metrics.json and reports/. Training refuses to replace any of
-them without --overwrite; each is written to a temporary name and renamed when complete. Bad input: one
-``error:`` line on stderr and exit status 2; other failures exit 1.
+variant, and <stem>_<variant>.tflite), plot.png, metrics.json and reports/; none replaced without
+--overwrite, each written to a temporary name first. Bad input: one ``error:`` line and exit status 2.
 """
 
 from __future__ import annotations
@@ -74,6 +71,9 @@ ZOOM = 0.15  # fraction
 SHIFT = 0.2  # fraction of the width and height
 SHEAR = 0.15
 DENSE_UNITS = 128
+TEST_SIZE = 0.2  # held out, as in 2020: the split keeps 1 in round(1 / this) groups aside, stratified
+DROPOUT = 0.5
+FINE_TUNE_LAYERS = 19  # top MobileNetV2 layers unfrozen for the fine-tune, BatchNorm not counted (keras-io)
 MANIFEST = "manifest.csv"  # file,label,source_image,...: one row per face crop (crops of a photo share a group)
 TFLITE_VARIANTS = ("float16", "float32", "int8")  # the first is also <stem>.tflite: int8 moves low Mask
 # probabilities by up to 0.30, float16 by < 0.001 (tests/RESULTS.md)
@@ -83,7 +83,6 @@ MATCH_IOU = 0.5  # an annotated face is found by a detected box of at least this
 PROBABILITY_FLOOR = 1e-7  # Mask probabilities are clipped to [this, 1 - this] before their log-odds
 OPEN_PLATEAU = 1.0  # log-odds: a best plateau beyond the last face (a useless model) counts as this wide
 CALIBRATION_MEMBER = "mask_calibration.json"  # added to the .keras zip: the total bias folded in (Keras ignores it)
-PLOT, METRICS, REPORTS = "plot.png", "metrics.json", "reports"  # written beside --model
 MODES = ("evaluate", "export_only", "convert", "calibrate")  # at most one; --calibrate with --dataset trains
 
 
@@ -92,16 +91,15 @@ class UsageError(Exception):
 
 
 # --- arguments ---------------------------------------------------------------------------------------
-def number(cast, low, high=math.inf, low_open=False):
-    """An argparse type: `cast` of the text, within [low, high] ((low, high] with low_open)."""
+def number(cast, low, low_open=False):
+    """An argparse type: `cast` of the text, at least `low` (above it with low_open)."""
     def parse(text):
         try:
             value = cast(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"not a{'n integer' if cast is int else ' number'}: {text!r}") from None
-        if not ((low < value if low_open else low <= value) and value <= high):  # NaN is outside too
-            low_side = "(" if low_open else "["
-            raise argparse.ArgumentTypeError(f"must lie in {low_side}{low}, {high}], got {value}")
+        if not (low < value if low_open else low <= value):  # NaN fails too
+            raise argparse.ArgumentTypeError(f"must lie in {'(' if low_open else '['}{low}, inf], got {value}")
         return value
 
     return parse
@@ -119,47 +117,32 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="folders of faces: with_mask/ + without_mask/ (with a manifest.csv: crops grouped by "
                         "source photo), or a VOC set (annotations/ + images/) (default: dataset)")
     p.add_argument("-m", "--model", default="mask_detector.keras",
-                   help="model to write, or to read with --evaluate / --export-only / --calibrate without "
-                        "--dataset; the other outputs go beside it (default: %(default)s)")
+                   help="model to write (or read, without --dataset); the other outputs go beside it "
+                        "(default: %(default)s)")
     p.add_argument("--overwrite", action="store_true", help="let training replace the model and outputs beside it")
     p.add_argument("--tflite", nargs="*", choices=TFLITE_VARIANTS, default=list(TFLITE_VARIANTS), metavar="VARIANT",
                    help=f"LiteRT files to write, any of {', '.join(TFLITE_VARIANTS)} (none: no LiteRT file); the first "
-                        "is also <stem>.tflite, the file the detect scripts load (default: all three)")
+                        "is also <stem>.tflite, which the detect scripts load (default: all three)")
     p.add_argument("--evaluate", nargs="+", metavar="DIR",
-                   help="score --model on labelled photos (with_mask/ + without_mask/, or a VOC set) with the "
-                        "faces and labels of detect_mask_image.py")
+                   help="score --model on labelled photos (class folders or VOC sets) as detect_mask_image.py does")
     p.add_argument("--calibrate", nargs="+", metavar="DIR",
-                   help="labelled photos like the ones the detector will see (as --evaluate): choose the Mask "
-                        "log-odds bias that maximises the mean of their balanced accuracies and fold it into the "
-                        "model. With --dataset: after training; without: --model in place, LiteRT files too")
+                   help="labelled photos like those the detector will see: fold into the model the Mask bias "
+                        "that maximises their mean balanced accuracy (after training, or into --model in place)")
     p.add_argument("--export-only", action="store_true", help="write the LiteRT files of --model (no training)")
     p.add_argument("--convert", metavar="PATH",
                    help="convert a legacy 2020 .model/.h5 once: writes <stem>.keras and <stem>.tflite")
-    # the 2020 recipe
     p.add_argument("--epochs", type=number(int, 1), default=20, metavar="N",
                    help="epochs of the head phase (default: 20, as in 2020)")
     p.add_argument("--batch-size", type=number(int, 1), default=32, metavar="N",
                    help="images per step (default: 32, as in 2020)")
     p.add_argument("--learning-rate", type=number(float, 0, low_open=True), default=1e-4,
-                   metavar="LR", help="Adam learning rate of the head phase (default: %(default)s)")
-    p.add_argument("--dropout", type=number(float, 0, 1), default=0.5, metavar="F",
-                   help="dropout before the output layer (default: %(default)s)")
-    p.add_argument("--test-size", type=number(float, 0, 0.5, low_open=True), default=0.2,
-                   metavar="F", help="held-out fraction, grouped and stratified: the split holds out 1 in round(1/x) "
-                        "(default: %(default)s)")
+                   metavar="LR", help="Adam learning rate of the head phase (default: %(default)s, as in 2020)")
     p.add_argument("--augment", choices=("classic", "robust"), default="robust",
                    help="classic: the 2020 flips, rotation, zoom, shift and shear; robust: also mask "
                         "recolouring, colour, blur, down-up scaling, JPEG quality, occlusion (default: %(default)s)")
-    p.add_argument("--class-weight", choices=("balanced", "none"), default="balanced",
-                   help="balanced: both classes weigh the same in the loss (default: %(default)s)")
-    p.add_argument("--fine-tune-layers", type=number(int, 0), default=19,
-                   metavar="N",
-                   help="top MobileNetV2 layers to unfreeze after the head phase, BatchNorm layers not counted "
-                        "(they stay frozen) (default: %(default)s)")
-    p.add_argument("--fine-tune-epochs", type=number(int, 0),
-                   metavar="N",
-                   help="epochs of the fine-tune phase, 0 for none (default: a quarter of --epochs, rounded "
-                        "down: 5 for 20, none for --epochs 1 to 3)")
+    p.add_argument("--fine-tune-epochs", type=number(int, 0), metavar="N",
+                   help=f"epochs with the top {FINE_TUNE_LAYERS} MobileNetV2 layers unfrozen, 0 for none "
+                        "(default: --epochs // 4)")
     p.add_argument("--fine-tune-learning-rate", type=number(float, 0, low_open=True), default=1e-5,
                    metavar="LR", help="Adam learning rate of the fine-tune phase (default: %(default)s)")
     p.add_argument("--weights", choices=("imagenet", "none"), default="imagenet",
@@ -168,8 +151,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="seeds Python, NumPy, TensorFlow and the split (default: %(default)s)")
     p.add_argument("--deterministic", action="store_true",
                    help="the same weights from every run with a given --seed (slower: fewer threads)")
-    p.add_argument("--limit", type=number(int, 0), default=0,
-                   metavar="N", help="use at most N images per class of each folder (a VOC set: N photos); 0 = all")
+    p.add_argument("--limit", type=number(int, 0), default=0, metavar="N",
+                   help="use at most N images per class of each folder (a VOC set: N photos); 0 = all")
     p.add_argument("--debug", action="store_true", help="show tracebacks and TensorFlow's logs")
     args = p.parse_args(argv)
     chosen = [f"--{m.replace('_', '-')}" for m in MODES if getattr(args, m)]
@@ -188,8 +171,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 # --- small pure helpers ------------------------------------------------------------------------------
 def read_image(path: Path) -> np.ndarray | None:
-    """Decode an image file (any name, grey, 16-bit or with alpha; EXIF orientation applied) to 8-bit BGR, or
-    None when it cannot be read."""
+    """An image file (any name, grey, 16-bit or alpha; EXIF orientation applied) as 8-bit BGR, or None."""
     try:
         data = np.fromfile(str(path), dtype=np.uint8)
     except OSError:
@@ -204,11 +186,10 @@ def clip_box(box, width: int, height: int):
         x1, y1, x2, y2 = (int(round(float(v))) for v in box)
     except (TypeError, ValueError, OverflowError):
         return None
-    x1, y1 = max(0, x1), max(0, y1)
-    x2, y2 = min(width, x2), min(height, y2)
-    if x2 - x1 < 1 or y2 - y1 < 1:
+    clipped = (max(0, x1), max(0, y1), min(width, x2), min(height, y2))
+    if clipped[2] - clipped[0] < 1 or clipped[3] - clipped[1] < 1:
         return None
-    return x1, y1, x2, y2
+    return clipped
 
 
 def crop_face(image_bgr: np.ndarray, box=None) -> np.ndarray:
@@ -247,8 +228,10 @@ def upper_thumbnail(image_rgb: np.ndarray, mirror: bool = False) -> np.ndarray:
 
 
 def similar_pairs(vectors: np.ndarray, mirrored: np.ndarray, threshold: float):
-    """Index pairs (i < j) whose vectors (or one mirrored) correlate above threshold."""
-    similarity = np.maximum(vectors @ vectors.T, vectors @ mirrored.T)
+    """Index pairs (i < j) whose vectors (or one mirrored) have a cosine similarity above threshold."""
+    from sklearn.metrics.pairwise import cosine_similarity
+
+    similarity = np.maximum(cosine_similarity(vectors), cosine_similarity(vectors, mirrored))
     return list(zip(*np.nonzero(np.triu(similarity > threshold, 1))))
 
 
@@ -260,14 +243,12 @@ def split_groups(labels: np.ndarray, groups: np.ndarray, test_size: float, seed:
     if len(np.unique(groups)) < folds:
         raise UsageError(f"only {len(np.unique(groups))} distinct photo groups: too few to split; add images")
     splitter = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
-    train_index, test_index = next(splitter.split(np.zeros(len(labels)), labels, groups))
-    return train_index, test_index
+    return next(splitter.split(np.zeros(len(labels)), labels, groups))
 
 
 def mask_region(crop_rgb: np.ndarray) -> np.ndarray:
-    """Pixels of a pasted surgical mask in a face crop: light, low-saturation or blue, lower 70%.
-
-    Used only to recolour masks during augmentation, so a rough map is enough."""
+    """Pixels of a pasted surgical mask in a face crop (light, low-saturation or blue, lower 70%): a rough map
+    for recolouring masks during augmentation."""
     hsv = cv2.cvtColor(crop_rgb, cv2.COLOR_RGB2HSV).astype(int)
     hue, sat, val = hsv[:, :, 0], hsv[:, :, 1], hsv[:, :, 2]
     light = (sat < 50) & (val > 170)
@@ -297,7 +278,8 @@ def quiet_native_stderr():
     """Native stderr to /dev/null while TensorFlow loads or LiteRT starts (their C++ log lines), unless --debug
     (main sets TF_CPP_MIN_LOG_LEVEL to 3 without it)."""
     sys.stderr.flush()
-    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
     try:
         if os.environ.get("TF_CPP_MIN_LOG_LEVEL") == "3":
             os.dup2(devnull, 2)
@@ -313,24 +295,11 @@ def write_bytes(path: Path, data: bytes) -> None:
         temp.write_bytes(data)
 
 
-def check_writable(path: Path) -> None:
-    """Fail before any work if `path` cannot be written."""
-    folder = path.parent if str(path.parent) else Path(".")
-    if path.is_dir():
-        raise UsageError(f"{path} is a folder; give a file name")
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        handle, temp = tempfile.mkstemp(dir=folder, prefix=".write-test.")
-        os.close(handle)
-        os.unlink(temp)
-    except OSError as error:
-        raise UsageError(f"cannot write {path}: {error.strerror or error}; choose another path") from None
-
-
 def output_paths(model_path: Path, variants) -> dict:
     """Every file a training run writes, all beside the model: {name: path}."""
     folder = model_path.parent
-    paths = {"model": model_path, "plot": folder / PLOT, "metrics": folder / METRICS, "reports": folder / REPORTS}
+    paths = {"model": model_path, "plot": folder / "plot.png", "metrics": folder / "metrics.json",
+             "reports": folder / "reports"}
     if variants:
         paths["tflite"] = model_path.with_suffix(".tflite")
     paths.update({f"tflite_{v}": model_path.with_name(f"{model_path.stem}_{v}.tflite") for v in variants})
@@ -338,7 +307,7 @@ def output_paths(model_path: Path, variants) -> dict:
 
 
 def check_outputs(paths: dict, overwrite: bool) -> None:
-    """Before any work: every output writable and, without --overwrite, none there already."""
+    """Before any work: the outputs' folder (they share one) writable and, without --overwrite, none there."""
     existing = [str(p) for p in paths.values() if p.exists()]
     if existing and not overwrite:
         raise UsageError(f"{', '.join(existing)} already exist{'s' if len(existing) == 1 else ''}; pass --overwrite "
@@ -346,8 +315,14 @@ def check_outputs(paths: dict, overwrite: bool) -> None:
     for name, path in paths.items():
         if name == "reports" and path.exists() and not path.is_dir():
             raise UsageError(f"{path} is a file; training writes its reports into a folder of that name")
-        if name != "reports":
-            check_writable(path)
+        if name != "reports" and path.is_dir():
+            raise UsageError(f"{path} is a folder; give a file name")
+    folder = path.parent  # every output lies in this one folder
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=folder).close()
+    except OSError as error:
+        raise UsageError(f"cannot write in {folder}: {error.strerror or error}; choose another --model") from None
 
 
 def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict:
@@ -357,13 +332,10 @@ def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict:
     report = classification_report(y_true, y_pred, labels=[0, 1], target_names=LABELS, output_dict=True,
                                    zero_division=0)
     return {
-        "accuracy": float(np.mean(y_true == y_pred)) if len(y_true) else 0.0,
-        "balanced_accuracy": float(balanced_accuracy_score(y_true, y_pred)) if len(y_true) else 0.0,
-        "per_class": {label: {"precision": report[label]["precision"], "recall": report[label]["recall"],
-                              "f1": report[label]["f1-score"], "support": int(report[label]["support"])}
-                      for label in LABELS},
-        "confusion_matrix": confusion_matrix(y_true, y_pred, labels=[0, 1]).tolist(),
-        "confusion_matrix_rows": "true " + ", ".join(LABELS) + "; columns predicted in the same order",
+        "accuracy": float(np.mean(y_true == y_pred)),
+        "balanced_accuracy": float(balanced_accuracy_score(y_true, y_pred)),
+        "per_class": {label: report[label] for label in LABELS},  # precision, recall, f1-score, support
+        "confusion_matrix": confusion_matrix(y_true, y_pred, labels=[0, 1]).tolist(),  # rows true, columns predicted
     }
 
 
@@ -414,14 +386,14 @@ def read_manifest(folder: Path) -> dict:
         raise UsageError(f"{manifest}: not a manifest with file and source_image columns ({error})") from None
 
 
-def load_class_folders(folder: Path, limit: int = 0) -> dict:
-    """The face images of folder/with_mask and folder/without_mask as classifier crops (crop_face); the
-    source photo of each from the folder's manifest.csv (None without one)."""
+def load_class_folders(folder: Path, limit: int, data: dict) -> None:
+    """Add the face images of folder/with_mask and folder/without_mask to `data` as classifier crops, each
+    with its source photo from the folder's manifest.csv (None without one)."""
     if not folder.is_dir():
         raise UsageError(f"dataset folder {folder} not found; it needs with_mask/ and without_mask/ inside "
                          "(or annotations/ + images/ of a VOC set)")
     manifest = read_manifest(folder)
-    data = {"crops": [], "labels": [], "paths": [], "sources": [], "skipped": []}
+    start = len(data["faces"])
     for label, name in enumerate(CLASS_DIRS):
         if not (folder / name).is_dir():
             raise UsageError(f"{folder / name} not found: the dataset needs both {CLASS_DIRS[0]}/ and {CLASS_DIRS[1]}/")
@@ -434,30 +406,25 @@ def load_class_folders(folder: Path, limit: int = 0) -> dict:
                 data["skipped"].append(str(path))
                 print(f"warning: skipping {path}: not a readable image", file=sys.stderr)
                 continue
-            data["crops"].append(crop_face(image))
-            data["labels"].append(label)
-            data["paths"].append(str(path))
             source = manifest.get(path.resolve())
-            data["sources"].append(None if source is None else f"{folder}:{source}")
+            data["faces"].append((crop_face(image), label, str(path), None if source is None else f"{folder}:{source}"))
             kept += 1
         if kept == 0:
             raise UsageError(f"{folder / name} holds no readable images; both classes need some")
-    data["kind"] = "face crops with a manifest" if manifest else "face images"
+    data["kinds"].append("face crops with a manifest" if manifest else "face images")
     # One face per photo (face images, or crops of one face each): look for masked/unmasked twins by features.
-    one_each = not manifest or len(set(data["sources"])) == len(data["sources"])
-    data["twins"] = [one_each] * len(data["labels"])
-    return data
+    sources = [face[3] for face in data["faces"][start:]]
+    data["twins"] += [not manifest or len(set(sources)) == len(sources)] * len(sources)
 
 
-def load_voc(folder: Path, limit: int = 0) -> dict:
-    """The with_mask / without_mask faces of a VOC set as classifier crops, each annotated box cut as the
-    detect scripts cut a res10 box; other object names skipped and counted on stderr. Source: the photo."""
+def load_voc(folder: Path, limit: int, data: dict) -> None:
+    """Add the with_mask / without_mask faces of a VOC set to `data` as classifier crops, each annotated box
+    cut as the detect scripts cut a face box; other object names skipped and counted on stderr."""
     from collections import Counter
 
     other_names = Counter()
-    photos = list(read_voc(folder, other_names).items())[:limit or None]
-    data = {"crops": [], "labels": [], "paths": [], "sources": [], "skipped": []}
-    for path, faces in photos:
+    start = len(data["faces"])
+    for path, faces in list(read_voc(folder, other_names).items())[:limit or None]:
         image = read_image(path)
         if image is None:
             data["skipped"].append(str(path))
@@ -467,36 +434,34 @@ def load_voc(folder: Path, limit: int = 0) -> dict:
             box = clip_box(box, image.shape[1], image.shape[0])
             if box is None:
                 other_names["(box outside the photo)"] += 1
-                continue
-            data["crops"].append(crop_face(image, box))
-            data["labels"].append(label)
-            data["paths"].append(f"{path} {list(box)}")
-            data["sources"].append(str(path))
+            else:
+                data["faces"].append((crop_face(image, box), label, f"{path} {list(box)}", str(path)))
     if other_names:
         counts = ", ".join(f"{count} {name}" for name, count in sorted(other_names.items()))
         print(f"warning: {folder}: skipped {counts} (only {' and '.join(CLASS_DIRS)} faces train)", file=sys.stderr)
-    if not data["crops"]:
+    if len(data["faces"]) == start:
         raise UsageError(f"{folder}: its annotations/*.xml name no {CLASS_DIRS[0]} or {CLASS_DIRS[1]} face "
                          "with a readable image in images/")
-    data["kind"] = "VOC set"
-    data["twins"] = [False] * len(data["labels"])
-    return data
+    data["kinds"].append("VOC set")
+    data["twins"] += [False] * (len(data["faces"]) - start)
 
 
 def load_datasets(folders, limit: int = 0) -> dict:
     """Every --dataset folder's faces: crops (RGB uint8 224x224), labels, paths, skipped files, each face's
     folder (index into folders) and source photo (None: a photo of its own), and each folder's kind."""
-    data = {"crops": [], "labels": [], "paths": [], "sources": [], "skipped": [], "twins": [], "folder": [],
-            "kinds": [], "folders": [str(f) for f in folders]}
+    data = {"faces": [], "skipped": [], "twins": [], "folder": [], "kinds": [], "folders": [str(f) for f in folders]}
     for index, folder in enumerate(folders):
-        voc = (folder / "annotations").is_dir()
-        part = load_voc(folder, limit) if voc else load_class_folders(folder, limit)
-        for key in ("crops", "labels", "paths", "sources", "skipped", "twins"):
-            data[key] += part[key]
-        data["folder"] += [index] * len(part["labels"])
-        data["kinds"].append(part["kind"])
-    data["crops"] = np.array(data["crops"], np.uint8).reshape(-1, *IMAGE_SIZE, 3)
-    data["labels"] = np.array(data["labels"], int)
+        start = len(data["faces"])
+        if (folder / "annotations").is_dir():
+            load_voc(folder, limit, data)
+        else:
+            load_class_folders(folder, limit, data)
+        data["folder"] += [index] * (len(data["faces"]) - start)
+    faces = data.pop("faces")  # (crop, label, path, source photo)
+    data["crops"] = np.array([face[0] for face in faces], np.uint8).reshape(-1, *IMAGE_SIZE, 3)
+    data["labels"] = np.array([face[1] for face in faces], int)
+    data["paths"] = [face[2] for face in faces]
+    data["sources"] = [face[3] for face in faces]
     data["folder"] = np.array(data["folder"], int)
     return data
 
@@ -505,61 +470,53 @@ def find_groups(crops, feature_model=None, sources=None, twins=None) -> np.ndarr
     """Group exact duplicates, mirrored copies and masked/unmasked twins of the same face (their upper part,
     which a mask never covers: pixels, and MobileNetV2 features of the faces where twins[i] is True, when a
     feature model is given) and the faces of one source photo (sources[i], None for a photo of its own)."""
-    digests = [hashlib.sha1(np.ascontiguousarray(crop).tobytes()).hexdigest() for crop in crops]
-    first = {}
-    pairs = []
-    for index, digest in enumerate(digests):
-        if digest in first:
-            pairs.append((first[digest], index))
-        first.setdefault(digest, index)
+    first = {}  # exact duplicates, then the faces of one source photo: each joined to the first of its kind
+    pairs = [(first.setdefault(hashlib.sha1(crop.tobytes()).digest(), i), i) for i, crop in enumerate(crops)]
+    pairs += [(first.setdefault(source, i), i) for i, source in enumerate(sources or []) if source is not None]
     thumbs = np.array([upper_thumbnail(crop) for crop in crops])
     mirrored = np.array([upper_thumbnail(crop, mirror=True) for crop in crops])
     pairs += similar_pairs(thumbs, mirrored, GROUP_PIXEL_CORRELATION)
     chosen = np.flatnonzero(np.ones(len(crops), bool) if twins is None else twins)
     if feature_model is not None and len(chosen):
-        tops = np.array([crop_face(cv2.cvtColor(crops[i][: int(crops[i].shape[0] * 0.45)], cv2.COLOR_RGB2BGR))
-                         for i in chosen])
+        top = IMAGE_SIZE[1] * 45 // 100  # the upper 45% of each face, enlarged back as crop_face enlarges
+        tops = np.array([cv2.resize(crops[i][:top], IMAGE_SIZE, interpolation=cv2.INTER_CUBIC) for i in chosen])
         features = feature_model.predict(preprocess(tops), batch_size=64, verbose=0)
         features_m = feature_model.predict(preprocess(tops[:, :, ::-1]), batch_size=64, verbose=0)
-        features /= np.linalg.norm(features, axis=1, keepdims=True) + 1e-6
-        features_m /= np.linalg.norm(features_m, axis=1, keepdims=True) + 1e-6
         pairs += [(chosen[i], chosen[j]) for i, j in similar_pairs(features, features_m, GROUP_FEATURE_COSINE)]
-    first_face = {}
-    for index, source in enumerate(sources or []):
-        if source is not None:
-            pairs.append((first_face.setdefault(source, index), index))
     return group_labels(pairs, len(crops))
 
 
 # --- model -------------------------------------------------------------------------------------------
-def build_model(args):
+def build_model(weights=None, alpha: float = 1.0, dense_units: int = DENSE_UNITS):
+    """The 2020 classifier, its base frozen: (model, base). Only legacy models have another alpha or head width."""
     import keras
 
     inputs = keras.Input(shape=(*IMAGE_SIZE, 3))
-    base = keras.applications.MobileNetV2(
-        weights="imagenet" if args.weights == "imagenet" else None, include_top=False, input_tensor=inputs)
+    base = keras.applications.MobileNetV2(weights=weights, include_top=False, alpha=alpha, input_tensor=inputs)
     head = keras.layers.AveragePooling2D(pool_size=(7, 7))(base.output)
     head = keras.layers.Flatten()(head)
-    head = keras.layers.Dense(DENSE_UNITS, activation="relu")(head)
-    head = keras.layers.Dropout(args.dropout)(head)
-    outputs = keras.layers.Dense(2, activation="softmax")(head)
+    head = keras.layers.Dense(dense_units, activation="relu")(head)
+    head = keras.layers.Dropout(DROPOUT)(head)
+    outputs = keras.layers.Dense(len(LABELS), activation="softmax")(head)
     model = keras.Model(inputs, outputs, name="mask_detector")
     for layer in base.layers:
         layer.trainable = False
     return model, base
 
 
-def inference_copy(model, args):
-    """The same weights in a fresh, uncompiled model: saved without optimizer state (60% smaller)."""
-    fresh, _ = build_model(argparse.Namespace(**{**vars(args), "weights": "none"}))
-    fresh.set_weights(model.get_weights())
-    return fresh
-
-
-def augmenter(args, seed: int):
-    """Keras preprocessing layers for one uint8 RGB batch -> augmented float batch in [0, 255]."""
+def training_data(crops, labels, args):
+    """tf.data pipeline of the training side: augmented RGB crops -> preprocess_input, one-hot labels and
+    per-image loss weights that give both classes the same total (scikit-learn's "balanced" rule)."""
     import keras
+    import tensorflow as tf
+    from sklearn.utils.class_weight import compute_sample_weight
 
+    regions = np.array([mask_region(c) if y == 0 else np.zeros(IMAGE_SIZE, np.uint8) for c, y in zip(crops, labels)])
+    onehot = np.eye(2, dtype=np.float32)[labels]
+    weights = compute_sample_weight("balanced", labels).astype(np.float32)
+    data = tf.data.Dataset.from_tensor_slices((crops, regions, onehot, weights))
+    robust = args.augment == "robust"
+    seed = args.seed
     layers = [
         keras.layers.RandomFlip("horizontal", seed=seed),
         keras.layers.RandomRotation(ROTATION_DEGREES / 360.0, fill_mode="nearest", seed=seed),
@@ -567,42 +524,14 @@ def augmenter(args, seed: int):
         keras.layers.RandomTranslation(SHIFT, SHIFT, fill_mode="nearest", seed=seed),
         keras.layers.RandomShear(x_factor=SHEAR, y_factor=SHEAR, fill_mode="nearest", seed=seed),
     ]
-    if args.augment == "robust":
+    if robust:
         layers += [
             keras.layers.RandomBrightness(0.25, value_range=(0, 255), seed=seed),
             keras.layers.RandomContrast(0.3, value_range=(0, 255), seed=seed),
             keras.layers.RandomSaturation((0.3, 0.7), value_range=(0, 255), seed=seed),
             keras.layers.RandomGrayscale(0.1, seed=seed),
         ]
-    return keras.Sequential(layers, name="augment")
-
-
-def class_weights(labels: np.ndarray, mode: str) -> np.ndarray:
-    """Per-image loss weights: "balanced" gives each class the same total weight (N / (2 x class count),
-    scikit-learn's rule); "none" weighs every image 1."""
-    if mode == "none":
-        return np.ones(len(labels), np.float32)
-    counts = np.bincount(labels, minlength=2).astype(np.float32)
-    return (len(labels) / (2.0 * np.maximum(counts, 1.0)))[labels].astype(np.float32)
-
-
-def make_dataset(crops, labels, regions, args, training: bool):
-    """tf.data pipeline: (optionally augmented) RGB crops -> preprocess_input -> one-hot labels, and for
-    training a per-image loss weight (--class-weight)."""
-    import tensorflow as tf
-
-    onehot = np.eye(2, dtype=np.float32)[labels]
-    if not training:
-        data = tf.data.Dataset.from_tensor_slices((crops, regions, onehot))
-
-        def scale(image, region, label):
-            return tf.cast(image, tf.float32) / 127.5 - 1.0, label
-
-        return data.map(scale).batch(args.batch_size)
-    weights = class_weights(labels, args.class_weight)
-    data = tf.data.Dataset.from_tensor_slices((crops, regions, onehot, weights))
-    robust = args.augment == "robust"
-    geometric = augmenter(args, args.seed)
+    geometric = keras.Sequential(layers, name="augment")
 
     def photometric(image, region, label, weight):
         image = tf.cast(image, tf.float32)
@@ -635,7 +564,7 @@ def make_dataset(crops, labels, regions, args, training: bool):
             image = tf.where(tf.random.uniform([]) < 0.25, occluded, image)
         return image, label, weight
 
-    data = data.shuffle(len(crops), seed=args.seed, reshuffle_each_iteration=True)
+    data = data.shuffle(len(crops), seed=seed, reshuffle_each_iteration=True)
     data = data.map(photometric, num_parallel_calls=tf.data.AUTOTUNE).batch(args.batch_size)
 
     def batch_augment(images, labels_, weights_):
@@ -648,35 +577,29 @@ def make_dataset(crops, labels, regions, args, training: bool):
     return data.map(batch_augment, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
 
 
-def unfreeze_top(model_base, count: int) -> None:
-    """Make the top `count` layers of the base trainable, BatchNorm layers not counted: they stay frozen
-    (keras-io fine-tuning)."""
-    import keras
-
-    layers = [layer for layer in model_base.layers if not isinstance(layer, keras.layers.BatchNormalization)]
-    for layer in layers[len(layers) - count:]:
-        layer.trainable = True
-
-
 # --- outputs -----------------------------------------------------------------------------------------
-def save_figure(figure, path: Path) -> None:
-    """Write a matplotlib figure to path (replacing) and close it."""
-    import matplotlib.pyplot as plt
-
-    figure.tight_layout()
-    try:
-        with replacing(path) as temp:
-            figure.savefig(temp, dpi=100)
-    finally:
-        plt.close(figure)
-
-
-def save_plot(history: dict, path: Path, fine_tune_start: int | None) -> None:
+def pyplot():
+    """matplotlib.pyplot drawing into files only (the Agg backend: no window, no display needed)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def save_figure(figure, path: Path) -> None:
+    """Write a matplotlib figure to path (replacing) and close it."""
+    figure.tight_layout()
+    try:
+        with replacing(path) as temp:
+            figure.savefig(temp, dpi=100)
+    finally:
+        pyplot().close(figure)
+
+
+def save_plot(history: dict, path: Path, fine_tune_start: int | None) -> None:
+    plt = pyplot()
     epochs = np.arange(1, len(history["loss"]) + 1)
     figure, axes = plt.subplots(1, 2, figsize=(11, 4.2))
     for axis, key, title in ((axes[0], "loss", "Loss"), (axes[1], "accuracy", "Accuracy")):
@@ -705,10 +628,9 @@ def save_model(model, path: Path, calibration: dict | None = None) -> None:
 
 def save_confusion(metrics: dict, y_true, y_pred, path: Path) -> None:
     """scikit-learn's confusion-matrix display of the predictions, titled with the accuracy."""
-    import matplotlib
-
-    matplotlib.use("Agg")
     from sklearn.metrics import ConfusionMatrixDisplay
+
+    pyplot()
 
     display = ConfusionMatrixDisplay.from_predictions(y_true, y_pred, labels=[0, 1], display_labels=LABELS,
                                                       cmap="Blues", colorbar=False)
@@ -716,26 +638,18 @@ def save_confusion(metrics: dict, y_true, y_pred, path: Path) -> None:
     save_figure(display.figure_, path)
 
 
-def save_mistakes(crops, y_true, y_pred, probabilities, names, folder: Path, stem: str) -> None:
-    """A gallery of the misclassified faces (RGB crops) and their list, into `folder`."""
-    wrong = np.nonzero(y_true != y_pred)[0][:48]
-    tile = 112
-    columns = 8
-    rows = max(1, int(np.ceil(len(wrong) / columns)))
-    gallery = np.full((rows * (tile + 16), columns * tile, 3), 255, np.uint8)
-    for k, index in enumerate(wrong):
-        r, c = divmod(k, columns)
-        face = cv2.cvtColor(cv2.resize(crops[index], (tile, tile), interpolation=cv2.INTER_AREA), cv2.COLOR_RGB2BGR)
-        gallery[r * (tile + 16): r * (tile + 16) + tile, c * tile:(c + 1) * tile] = face
-        text = f"{LABELS[y_pred[index]]} {probabilities[index]:.2f}"
-        cv2.putText(gallery, text, (c * tile + 2, r * (tile + 16) + tile + 12), cv2.FONT_HERSHEY_SIMPLEX,
-                    0.35, (0, 0, 255), 1, cv2.LINE_AA)
+def save_mistakes(crops, predicted, probabilities, wrong, path: Path) -> None:
+    """A gallery of up to 48 misclassified faces (RGB crops), each titled with its label and probability."""
+    rows = max(1, math.ceil(len(wrong[:48]) / 8))
+    figure, axes = pyplot().subplots(rows, 8, figsize=(12, 1.7 * rows), squeeze=False)
+    for axis in axes.flat:
+        axis.axis("off")
+    for axis, index in zip(axes.flat, wrong[:48]):
+        axis.imshow(crops[index])
+        axis.set_title(f"{LABELS[predicted[index]]} {probabilities[index, predicted[index]]:.2f}", fontsize=8)
     if not len(wrong):
-        cv2.putText(gallery, "no mistakes", (10, 60), cv2.FONT_HERSHEY_SIMPLEX, 0.8, (0, 128, 0), 2, cv2.LINE_AA)
-    write_bytes(folder / f"{stem}_mistakes.png", cv2.imencode(".png", gallery)[1].tobytes())
-    listing = [{"path": str(names[i]), "true": LABELS[y_true[i]], "predicted": LABELS[y_pred[i]],
-                "probability": round(float(probabilities[i]), 4)} for i in np.nonzero(y_true != y_pred)[0]]
-    write_bytes(folder / f"{stem}_mistakes.json", json.dumps(listing, indent=1).encode())
+        axes[0, 0].set_title("no mistakes")
+    save_figure(figure, path)
 
 
 def tflite_bytes(model, variant: str, representative: np.ndarray) -> bytes:
@@ -759,28 +673,41 @@ def tflite_bytes(model, variant: str, representative: np.ndarray) -> bytes:
             return converter.convert()
 
 
+def write_metrics(path: Path, metrics: dict, started: float) -> None:
+    """metrics.json: `metrics` with the command line and the seconds since `started`."""
+    metrics["command"] = "python " + " ".join([Path(sys.argv[0]).name] + sys.argv[1:])
+    metrics["wall_seconds"] = round(time.perf_counter() - started, 1)
+    write_bytes(path, (json.dumps(metrics, indent=2) + "\n").encode())
+
+
+def representative_sample(count: int, seed: int) -> np.ndarray:
+    """Indices of up to REPRESENTATIVE_SAMPLES of `count` images, drawn at random: int8 export's ranges."""
+    return np.random.default_rng(seed).permutation(count)[:REPRESENTATIVE_SAMPLES]
+
+
 def export_tflite(model, model_path: Path, variants, representative) -> dict:
     """Write <stem>_<variant>.tflite for each variant, the first also as <stem>.tflite."""
     results = {}
     paths = output_paths(model_path, variants)
     for variant in variants:
-        started = time.perf_counter()
         data = tflite_bytes(model, variant, representative)
-        write_bytes(paths[f"tflite_{variant}"], data)
-        results[variant] = {"path": str(paths[f"tflite_{variant}"]), "bytes": len(data),
-                            "convert_seconds": round(time.perf_counter() - started, 1)}
-        if variant == variants[0]:
-            write_bytes(paths["tflite"], data)
-        also = f" and {paths['tflite']}" if variant == variants[0] else ""
-        print(f"[INFO] wrote {paths[f'tflite_{variant}']}{also} ({len(data) / 1e6:.1f} MB)")
+        for path in [paths[f"tflite_{variant}"]] + ([paths["tflite"]] if variant == variants[0] else []):
+            write_bytes(path, data)
+            print(f"[INFO] wrote {path} ({len(data) / 1e6:.1f} MB)")
+        results[variant] = {"path": str(paths[f"tflite_{variant}"]), "bytes": len(data)}
     return results
 
 
-def load_keras_model(path: Path):
-    import keras
-
+def existing_model(path: Path) -> Path:
     if not path.is_file():
         raise UsageError(f"model {path} not found; train one with: python train_mask_detector.py")
+    return path
+
+
+def load_keras_model(path: Path):
+    existing_model(path)
+    import keras
+
     try:
         model = keras.saving.load_model(path, compile=False, safe_mode=True)
     except Exception as error:  # a truncated or foreign file: say so in one line
@@ -791,22 +718,6 @@ def load_keras_model(path: Path):
         raise UsageError(f"{path}: model takes {model.input_shape} and gives {model.output_shape}; "
                          f"expected (None, 224, 224, 3) -> (None, 2)")
     return model
-
-
-def per_folder_accuracy(dataset: dict, index: np.ndarray, predicted: np.ndarray) -> dict:
-    """{folder: accuracy, count, correct and per-class recall} of the predictions for images `index`."""
-    result = {}
-    for k, folder in enumerate(dataset["folders"]):
-        mine = dataset["folder"][index] == k
-        truth, guess = dataset["labels"][index][mine], predicted[mine]
-        entry = {"count": int(mine.sum()), "correct": int(np.sum(truth == guess)),
-                 "accuracy": float(np.mean(truth == guess)) if mine.any() else float("nan")}
-        for c, label in enumerate(LABELS):
-            of_class = truth == c
-            entry[label] = f"{int(np.sum(guess[of_class] == c))}/{int(of_class.sum())}"
-        result[folder] = entry
-    return result
-
 
 
 # --- --evaluate and --calibrate: the image script's faces ------------------------------------------
@@ -825,19 +736,20 @@ def fold_mask_bias(model, bias: float):
 
 def balanced_accuracies(log_odds: np.ndarray, labels: np.ndarray, biases) -> np.ndarray:
     """Balanced accuracy of the rule "Mask iff log-odds + bias >= 0" at each bias (label 0 = Mask)."""
-    masked, bare = np.sort(log_odds[labels == 0]), np.sort(log_odds[labels == 1])
+    masked = np.sort(log_odds[labels == 0])
+    bare = np.sort(log_odds[labels == 1])
     cut = -np.asarray(biases, float)
     mask_recall = 1.0 - np.searchsorted(masked, cut, side="left") / len(masked)
     bare_recall = np.searchsorted(bare, cut, side="left") / len(bare)
     return (mask_recall + bare_recall) / 2
 
 
-def choose_bias(sets, open_width: float = OPEN_PLATEAU):
+def choose_bias(sets):
     """The Mask log-odds bias that maximises the mean over `sets` [(log-odds, labels)] of each set's balanced
     accuracy: the middle of the widest best plateau (ties: the one nearer 0), so that the choice does not hang
     on one face; shifting every log-odds by c shifts it by -c. Returns (bias, (plateau low, high), best mean)."""
     edges = np.unique(np.concatenate([-s for s, _ in sets]))
-    edges = np.concatenate([[edges[0] - open_width], edges, [edges[-1] + open_width]])
+    edges = np.concatenate([[edges[0] - OPEN_PLATEAU], edges, [edges[-1] + OPEN_PLATEAU]])
     middles = (edges[:-1] + edges[1:]) / 2  # the score is constant between two edges
     score = np.mean([balanced_accuracies(s, y, middles) for s, y in sets], axis=0)
     best = np.flatnonzero(score >= score.max() - 1e-12)
@@ -854,12 +766,14 @@ def box_iou(a, b) -> float:
     return overlap / union if union > 0 else 0.0
 
 
-def match_boxes(truth, detected, threshold: float = MATCH_IOU) -> list:
-    """For each annotated box the index of its detected box, or None: one-to-one, best IoU first."""
+def match_boxes(truth, detected) -> list:
+    """For each annotated box the index of its detected box (IoU >= MATCH_IOU), or None: one-to-one, best IoU
+    first."""
     pairs = sorted(((box_iou(t, d), i, j) for i, t in enumerate(truth) for j, d in enumerate(detected)), reverse=True)
-    match, used = [None] * len(truth), set()
+    match = [None] * len(truth)
+    used = set()
     for overlap, i, j in pairs:
-        if overlap >= threshold and match[i] is None and j not in used:
+        if overlap >= MATCH_IOU and match[i] is None and j not in used:
             match[i] = j
             used.add(j)
     return match
@@ -887,23 +801,6 @@ def labelled_folder(folder: Path, option: str, limit: int = 0) -> dict:
                              "(or give a VOC set: annotations/ + images/)")
     photos = [(path, label) for label in (0, 1) for path in image_files(folder / CLASS_DIRS[label])[:limit or None]]
     return {"layout": "photos", "photos": photos}
-
-
-def detect_script_faces(photos, model_path: Path, options) -> dict:
-    """{photo path: its faces, best first} as `detect_mask_image.py --json` finds and labels them with this
-    model and its `options` (run beside this script)."""
-    script = Path(__file__).resolve().with_name(DETECT_SCRIPT)
-    if not script.is_file():
-        raise UsageError(f"{script} not found: --evaluate and --calibrate score the faces it finds; put it "
-                         "beside this script")
-    command = [sys.executable, str(script), "--json", "--no-display", "--model", str(model_path), *options,
-               "-i", *map(str, photos)]
-    done = subprocess.run(command, capture_output=True, text=True)
-    if done.returncode != 0:
-        reason = (done.stderr.strip().splitlines() or [f"exit status {done.returncode}"])[-1]
-        raise UsageError(f"{DETECT_SCRIPT}: {reason.split('error: ', 1)[-1]}")  # its "error:" or argparse's
-    results = (json.loads(line) for line in done.stdout.splitlines() if line.startswith("{"))
-    return {result["image"]: result["faces"] for result in results}
 
 
 def scored_faces(folder: dict, detections: dict) -> dict:
@@ -937,10 +834,17 @@ def mask_log_odds(probability: np.ndarray) -> np.ndarray:
 
 
 def folder_faces(folders: dict, model_path: Path, options, option: str) -> dict:
-    """{folder: scored_faces} of every labelled folder, the image script run once over all their photos."""
-    photos = [path for folder in folders.values() for path, _ in folder["photos"]]
-    started = time.perf_counter()
-    detections = detect_script_faces(photos, model_path, options)
+    """{folder: scored_faces} of every labelled folder: `detect_mask_image.py --json` (beside this script:
+    labelled_folders checked it is there) run once with this model and its `options` over all their photos."""
+    photos = [str(path) for folder in folders.values() for path, _ in folder["photos"]]
+    script = Path(__file__).resolve().with_name(DETECT_SCRIPT)
+    command = [sys.executable, str(script), "--json", "--no-display", "--model", str(model_path), *options, "-i"]
+    done = subprocess.run(command + photos, capture_output=True, text=True)
+    if done.returncode != 0:
+        reason = (done.stderr.strip().splitlines() or [f"exit status {done.returncode}"])[-1]
+        raise UsageError(f"{DETECT_SCRIPT}: {reason.split('error: ', 1)[-1]}")  # its "error:" or argparse's
+    results = (json.loads(line) for line in done.stdout.splitlines() if line.startswith("{"))
+    detections = {result["image"]: result["faces"] for result in results}  # photo: its faces, best first
     sets = {}
     for name, folder in folders.items():
         sets[name] = scored_faces(folder, detections)
@@ -949,24 +853,9 @@ def folder_faces(folders: dict, model_path: Path, options, option: str) -> dict:
             raise UsageError(f"{option} {name}: {DETECT_SCRIPT} found "
                              + (f"{CLASS_DIRS[faces['labels'][0]]} faces only" if len(faces["labels"]) else "no face")
                              + f" in its {len(folder['photos'])} photos; a balanced accuracy needs both classes")
-        print(f"[INFO] {name}: {len(faces['labels'])} faces found by {DETECT_SCRIPT} "
-              f"({np.bincount(faces['labels'], minlength=2).tolist()} Mask / No Mask), "
-              f"{sum(faces['missed'])} labelled {'faces' if folder['layout'] == 'voc' else 'photos'} without one",
-              file=sys.stderr)
-    seconds = time.perf_counter() - started
-    print(f"[INFO] {DETECT_SCRIPT} scored {len(photos)} photos in {seconds:.0f} s", file=sys.stderr)
+        print(f"[INFO] {name}: {DETECT_SCRIPT} found {len(faces['labels'])} labelled faces, missed "
+              f"{sum(faces['missed'])}", file=sys.stderr)
     return sets
-
-
-def face_crops(faces, limit: int) -> np.ndarray:
-    """Classifier crops of up to `limit` (photo, box) faces, for int8 export's representative set."""
-    crops = []
-    for path, box in faces[:limit]:
-        image = read_image(Path(path))
-        box = clip_box(box, image.shape[1], image.shape[0]) if image is not None else None
-        if box is not None:
-            crops.append(crop_face(image, box))
-    return np.array(crops, np.uint8).reshape(-1, *IMAGE_SIZE, 3)
 
 
 def calibrate(model, sets: dict, previous_bias: float = 0.0) -> dict:
@@ -980,22 +869,16 @@ def calibrate(model, sets: dict, previous_bias: float = 0.0) -> dict:
         before, after = balanced_accuracies(odds[name], faces["labels"], [0.0, bias])
         per_folder[name] = {
             "faces": int(len(faces["labels"])), "faces_per_class": np.bincount(faces["labels"], minlength=2).tolist(),
-            "without_detection": int(sum(faces["missed"])), "without_detection_per_class": faces["missed"],
+            "without_detection": int(sum(faces["missed"])),
             "balanced_accuracy_before": float(before), "balanced_accuracy_after": float(after)}
     mean = {when: float(np.mean([f[f"balanced_accuracy_{when}"] for f in per_folder.values()]))
             for when in ("before", "after")}
     total = previous_bias + bias
-    print(f"[INFO] calibration: Mask bias {bias:+.3f} (plateau {plateau[0]:+.3f} to {plateau[1]:+.3f}; the old model's "
-          f"P(mask) >= {1 / (1 + np.exp(bias)):.4f}), total {total:+.3f}; balanced accuracy "
-          + ", ".join(f"{Path(k).name} {v['balanced_accuracy_before']:.4f} -> {v['balanced_accuracy_after']:.4f}"
-                      for k, v in per_folder.items())
-          + f"; mean {mean['before']:.4f} -> {mean['after']:.4f}")
-    return {"folders": list(sets), "bias": bias, "plateau": list(plateau),
-            "threshold_equivalent": float(1 / (1 + np.exp(bias))), "previous_bias": previous_bias,
-            "total_bias": total, "total_threshold_equivalent": float(1 / (1 + np.exp(total))),
-            "mean_balanced_accuracy_before": mean["before"], "mean_balanced_accuracy_after": mean["after"],
-            "per_folder": per_folder,
-            "rule": "Mask iff Mask log-odds + bias >= 0, i.e. the argmax of the folded model"}
+    print(f"[INFO] calibration: Mask bias {bias:+.3f} (plateau {plateau[0]:+.3f} to {plateau[1]:+.3f}), total "
+          f"{total:+.3f}; mean balanced accuracy {mean['before']:.4f} -> {mean['after']:.4f}")
+    return {"bias": bias, "plateau": list(plateau), "threshold_equivalent": float(1 / (1 + np.exp(bias))),
+            "previous_bias": previous_bias, "total_bias": total, "mean_balanced_accuracy_before": mean["before"],
+            "mean_balanced_accuracy_after": mean["after"], "per_folder": per_folder}
 
 
 def folded_bias(path: Path) -> float:
@@ -1004,29 +887,12 @@ def folded_bias(path: Path) -> float:
 
     try:
         with zipfile.ZipFile(path) as archive:
-            if CALIBRATION_MEMBER not in archive.namelist():
-                return 0.0
             return float(json.loads(archive.read(CALIBRATION_MEMBER))["mask_bias"])
-    except (OSError, zipfile.BadZipFile, KeyError, TypeError, ValueError):
+    except (OSError, zipfile.BadZipFile, KeyError, TypeError, ValueError):  # KeyError: no such member
         return 0.0
 
 
 # --- modes -------------------------------------------------------------------------------------------
-def seed_everything(seed: int, deterministic: bool = False) -> None:
-    import random
-
-    import keras
-
-    random.seed(seed)
-    np.random.seed(seed)
-    keras.utils.set_random_seed(seed)
-    if deterministic:
-        import tensorflow as tf
-
-        # Without it the parallel augmentation pipeline and multithreaded kernels make each run differ.
-        tf.config.experimental.enable_op_determinism()
-
-
 def labelled_folders(folders, option: str, limit: int) -> dict:
     """{folder: labelled_folder} of --evaluate / --calibrate, checked before any work (the image script too)."""
     script = Path(__file__).resolve().with_name(DETECT_SCRIPT)
@@ -1037,27 +903,24 @@ def labelled_folders(folders, option: str, limit: int) -> dict:
 
 def evaluate(args) -> int:
     """--evaluate: score --model on labelled folders with the faces and labels of the image script."""
-    model_path = Path(args.model)
-    if not model_path.is_file():
-        raise UsageError(f"model {model_path} not found; train one with: python train_mask_detector.py")
+    model_path = existing_model(Path(args.model))
     folders = labelled_folders(args.evaluate, "--evaluate", args.limit)
-    report_dir = model_path.parent / REPORTS
+    report_dir = output_paths(model_path, [])["reports"]
     check_outputs({"reports": report_dir}, overwrite=True)
     sets = folder_faces(folders, model_path, args.detect_options, "--evaluate")
     for name, faces in sets.items():
-        truth, predicted = faces["labels"], faces["predicted"]
-        metrics = classification_metrics(truth, predicted)
+        truth = faces["labels"]
+        metrics = classification_metrics(truth, faces["predicted"])
         metrics.update({"folder": name, "model": str(model_path), "detect_options": args.detect_options,
                         "faces": int(len(truth)), "without_detection": int(sum(faces["missed"])),
                         "without_detection_per_class": faces["missed"]})
-        metrics["mistakes"] = [{"photo": photo, "box": box, "true": LABELS[t], "mask_probability": float(p)}
-                               for (photo, box), t, y, p in zip(faces["faces"], truth, predicted,
-                                                                faces["mask_probability"]) if t != y]
+        wrong = np.flatnonzero(truth != faces["predicted"])
+        metrics["mistakes"] = [{"photo": faces["faces"][i][0], "box": faces["faces"][i][1], "true": LABELS[truth[i]],
+                                "mask_probability": float(faces["mask_probability"][i])} for i in wrong]
         stem = f"evaluate_{Path(name).name or 'folder'}"
-        save_confusion(metrics, truth, predicted, report_dir / f"{stem}_confusion.png")
+        save_confusion(metrics, truth, faces["predicted"], report_dir / f"{stem}_confusion.png")
         write_bytes(report_dir / f"{stem}.json", json.dumps(metrics, indent=2).encode())
-        print(json.dumps({"folder": name, **{key: metrics[key] for key in (
-            "accuracy", "balanced_accuracy", "per_class", "confusion_matrix", "faces", "without_detection")}}))
+        print(json.dumps({key: value for key, value in metrics.items() if key != "mistakes"}))
     return 0
 
 
@@ -1066,12 +929,9 @@ def export_only(args) -> int:
     model_path = Path(args.model)
     model = load_keras_model(model_path)
     representative = np.zeros((0, *IMAGE_SIZE, 3), np.uint8)
-    if "int8" in args.tflite:
-        folders = [Path(d) for d in args.dataset if Path(d).is_dir()]
-        if not folders:
-            raise UsageError(f"int8 export needs representative faces: dataset {' '.join(args.dataset)} not found")
-        crops = load_datasets(folders, args.limit)["crops"]
-        representative = crops[np.random.default_rng(args.seed).permutation(len(crops))[:REPRESENTATIVE_SAMPLES]]
+    if "int8" in args.tflite:  # its ranges come from --dataset's faces
+        crops = load_datasets([Path(d) for d in args.dataset], args.limit)["crops"]
+        representative = crops[representative_sample(len(crops), args.seed)]
     export_tflite(model, model_path, args.tflite, representative)
     return 0
 
@@ -1086,38 +946,19 @@ def recalibrate(args) -> int:
     paths = output_paths(model_path, args.tflite)
     check_outputs(paths, overwrite=True)  # rewriting --model and its LiteRT files is what this mode is for
     model = load_keras_model(model_path)
-    previous = folded_bias(model_path)
     sets = folder_faces(folders, model_path, args.detect_options, "--calibrate")
-    info = calibrate(model, sets, previous)
+    info = calibrate(model, sets, folded_bias(model_path))
     save_model(model, model_path, {"mask_bias": info["total_bias"]})
-    faces = [face for found in sets.values() for face in found["faces"]]
-    order = np.random.default_rng(args.seed).permutation(len(faces))
-    representative = face_crops([faces[i] for i in order], REPRESENTATIVE_SAMPLES if "int8" in args.tflite else 0)
+    faces = [face for found in sets.values() for face in found["faces"]] if "int8" in args.tflite else []
+    chosen = [faces[i] for i in representative_sample(len(faces), args.seed)]
+    crops = [crop_face(read_image(Path(path)), box) for path, box in chosen]  # the script's boxes lie in the photo
+    representative = np.array(crops, np.uint8).reshape(-1, *IMAGE_SIZE, 3)
     tflite = export_tflite(model, model_path, args.tflite, representative)
-    metrics = {"command": "python " + " ".join([Path(sys.argv[0]).name] + sys.argv[1:]), "model": str(model_path),
-               "calibration": info, "tflite": tflite, "wall_seconds": round(time.perf_counter() - started, 1)}
-    write_bytes(paths["metrics"], (json.dumps(metrics, indent=2) + "\n").encode())
+    metrics = {"model": str(model_path), "calibration": info, "tflite": tflite}
+    write_metrics(paths["metrics"], metrics, started)
     print(f"[INFO] rewrote {model_path} (total Mask bias {info['total_bias']:+.3f}) and {len(tflite)} LiteRT files; "
           f"wrote {paths['metrics']} in {metrics['wall_seconds']:.0f} s")
     return 0
-
-
-def prepare_split(data: dict, args) -> dict:
-    """Group near-duplicates and the faces of one source photo, split them keeping groups whole.
-
-    Deterministic for given datasets, seed and test size, so tests can recompute the held-out side."""
-    feature_model = None
-    if args.weights == "imagenet":
-        import keras
-
-        feature_model = keras.applications.MobileNetV2(weights="imagenet", include_top=False,
-                                                       input_shape=(*IMAGE_SIZE, 3), pooling="avg")
-    groups = find_groups(data["crops"], feature_model, data["sources"], data["twins"])
-    print(f"[INFO] {len(np.unique(groups))} groups (duplicates, mirrored copies, masked/unmasked twins and the "
-          f"faces of one photo kept together; largest {np.bincount(groups).max()})")
-    train_index, test_index = split_groups(data["labels"], groups, args.test_size, args.seed)
-    print(f"[INFO] split: {len(train_index)} train / {len(test_index)} held out, no group on both sides")
-    return {"groups": groups, "train_index": train_index, "test_index": test_index}
 
 
 def train(args) -> int:
@@ -1131,43 +972,58 @@ def train(args) -> int:
 
     print("[INFO] loading faces...")
     dataset = load_datasets([Path(d) for d in args.dataset], args.limit)
-    crops, labels, skipped = dataset["crops"], dataset["labels"], dataset["skipped"]
+    crops = dataset["crops"]
+    labels = dataset["labels"]
     for index, folder in enumerate(dataset["folders"]):
         mine = labels[dataset["folder"] == index]
         print(f"[INFO] {folder}: {len(mine)} faces ({np.sum(mine == 0)} with mask, {np.sum(mine == 1)} without), "
               f"{dataset['kinds'][index]}")
     print(f"[INFO] {len(labels)} faces ({np.sum(labels == 0)} with mask, {np.sum(labels == 1)} without); "
-          f"{len(skipped)} unreadable files skipped")
+          f"{len(dataset['skipped'])} unreadable files skipped")
     if len(labels) < 4 or len(set(labels.tolist())) < 2:
         raise UsageError(f"only {len(labels)} readable faces of {len(set(labels.tolist()))} class(es) in "
                          f"{' '.join(args.dataset)}: too few to split into train and test")
 
-    seed_everything(args.seed, args.deterministic)
     import keras
 
-    split = prepare_split(dataset, args)
-    train_index, test_index = split["train_index"], split["test_index"]
-    regions = np.array([mask_region(c) if y == 0 else np.zeros(IMAGE_SIZE, np.uint8) for c, y in zip(crops, labels)])
-    train_data = make_dataset(crops[train_index], labels[train_index], regions[train_index], args, True)
-    test_data = make_dataset(crops[test_index], labels[test_index], regions[test_index], args, False)
+    keras.utils.set_random_seed(args.seed)  # Python, NumPy and TensorFlow
+    if args.deterministic:  # else the parallel augmentation pipeline and multithreaded kernels make runs differ
+        import tensorflow as tf
 
-    model, base = build_model(args)
+        tf.config.experimental.enable_op_determinism()
+    feature_model = None
+    if args.weights == "imagenet":
+        feature_model = keras.applications.MobileNetV2(include_top=False, input_shape=(*IMAGE_SIZE, 3), pooling="avg")
+    groups = find_groups(crops, feature_model, dataset["sources"], dataset["twins"])
+    train_index, test_index = split_groups(labels, groups, TEST_SIZE, args.seed)
+    print(f"[INFO] {len(np.unique(groups))} groups (duplicates, mirrored copies, masked/unmasked twins and the faces "
+          f"of one photo); split {len(train_index)} train / {len(test_index)} held out, no group on both sides")
+    held_out = preprocess(crops[test_index])
+    validation = (held_out, np.eye(2, dtype=np.float32)[labels[test_index]])
+    train_data = training_data(crops[train_index], labels[train_index], args)
+
+    model, base = build_model(None if args.weights == "none" else "imagenet")
     model.compile(optimizer=keras.optimizers.Adam(learning_rate=args.learning_rate),
                   loss="categorical_crossentropy", metrics=["accuracy"])
     print(f"[INFO] training head for {args.epochs} epochs...")
-    history = model.fit(train_data, validation_data=test_data, epochs=args.epochs, verbose=2).history
+    history = model.fit(train_data, validation_data=validation, validation_batch_size=args.batch_size,
+                        epochs=args.epochs, verbose=2).history
     fine_tune_start = None
-    if args.fine_tune_layers and args.fine_tune_epochs:
-        unfreeze_top(base, args.fine_tune_layers)
+    if args.fine_tune_epochs:
+        unfrozen = [layer for layer in base.layers if not isinstance(layer, keras.layers.BatchNormalization)]
+        for layer in unfrozen[-FINE_TUNE_LAYERS:]:
+            layer.trainable = True
         model.compile(optimizer=keras.optimizers.Adam(learning_rate=args.fine_tune_learning_rate),
                       loss="categorical_crossentropy", metrics=["accuracy"])
-        print(f"[INFO] fine-tuning the top {args.fine_tune_layers} MobileNetV2 layers (BatchNorm not counted) "
-              f"for {args.fine_tune_epochs} epochs...")
-        more = model.fit(train_data, validation_data=test_data, epochs=args.fine_tune_epochs, verbose=2).history
+        print(f"[INFO] fine-tuning the top {FINE_TUNE_LAYERS} MobileNetV2 layers for {args.fine_tune_epochs} epochs...")
+        more = model.fit(train_data, validation_data=validation, validation_batch_size=args.batch_size,
+                         epochs=args.fine_tune_epochs, verbose=2).history
         fine_tune_start = len(history["loss"])
         for key, values in more.items():
-            history.setdefault(key, []).extend(values)
-    model = inference_copy(model, args)
+            history[key].extend(values)
+    trained = model
+    model = build_model()[0]  # the same weights, uncompiled: saved without optimizer state (60% smaller)
+    model.set_weights(trained.get_weights())
     calibration = None
     if calibration_folders:
         with tempfile.TemporaryDirectory() as folder:  # the image script scores the model as trained
@@ -1175,49 +1031,36 @@ def train(args) -> int:
             sets = folder_faces(calibration_folders, Path(folder) / model_path.name, args.detect_options, "--calibrate")
         calibration = calibrate(model, sets)
 
-    print("[INFO] evaluating on the held-out side" + (" (calibrated model)..." if calibration else "..."))
-    probabilities = model.predict(preprocess(crops[test_index]), batch_size=args.batch_size, verbose=0)
+    probabilities = model.predict(held_out, batch_size=args.batch_size, verbose=0)
     predicted = probabilities.argmax(axis=1)
-    from sklearn.metrics import classification_report
-
-    print(classification_report(labels[test_index], predicted, labels=[0, 1], target_names=LABELS, digits=4,
-                                zero_division=0))
-    metrics = classification_metrics(labels[test_index], predicted)
-    metrics["per_folder"] = per_folder_accuracy(dataset, test_index, predicted)
-    for folder, entry in metrics["per_folder"].items():
-        print(f"[INFO] held out, {folder}: accuracy {entry['accuracy']:.4f} ({entry['correct']} of {entry['count']}; "
-              f"Mask {entry['Mask']}, No Mask {entry['No Mask']})")
+    truth = labels[test_index]
+    metrics = classification_metrics(truth, predicted)
+    in_folder = dataset["folder"][test_index]
+    metrics["per_folder"] = {folder: classification_metrics(truth[in_folder == k], predicted[in_folder == k])
+                             for k, folder in enumerate(dataset["folders"]) if np.any(in_folder == k)}
+    wrong = np.flatnonzero(truth != predicted)
+    metrics["mistakes"] = [{"path": dataset["paths"][test_index[i]], "true": LABELS[truth[i]],
+                            "mask_probability": float(probabilities[i, 0])} for i in wrong]
 
     print(f"[INFO] saving model to {model_path}...")
     save_model(model, model_path, {"mask_bias": calibration["total_bias"]} if calibration else None)
     save_plot(history, paths["plot"], fine_tune_start)
-    save_confusion(metrics, labels[test_index], predicted, paths["reports"] / "held_out_confusion.png")
-    save_mistakes(crops[test_index], labels[test_index], predicted, probabilities.max(axis=1),
-                  [dataset["paths"][i] for i in test_index], paths["reports"], "held_out")
-    rng = np.random.default_rng(args.seed)
-    representative = crops[train_index][rng.permutation(len(train_index))[:REPRESENTATIVE_SAMPLES]]
+    save_confusion(metrics, truth, predicted, paths["reports"] / "held_out_confusion.png")
+    save_mistakes(crops[test_index], predicted, probabilities, wrong, paths["reports"] / "held_out_mistakes.png")
+    representative = crops[train_index][representative_sample(len(train_index), args.seed)]
     tflite = export_tflite(model, model_path, args.tflite, representative)
-
-    groups = split["groups"]
     metrics.update({
-        "command": "python " + " ".join([Path(sys.argv[0]).name] + sys.argv[1:]),
-        "split": {"train": int(len(train_index)), "held_out": int(len(test_index)),
-                  "train_per_class": np.bincount(labels[train_index], minlength=2).tolist(),
-                  "held_out_per_class": np.bincount(labels[test_index], minlength=2).tolist()},
-        "groups": int(len(np.unique(groups))), "largest_group": int(np.bincount(groups).max()),
-        "faces": int(len(labels)), "skipped_files": len(skipped),
-        "folders": {folder: {"kind": dataset["kinds"][k], "faces": int(np.sum(dataset["folder"] == k)),
-                             "per_class": np.bincount(labels[dataset["folder"] == k], minlength=2).tolist()}
-                    for k, folder in enumerate(dataset["folders"])},
-        "seed": args.seed, "recipe": {k: v for k, v in vars(args).items() if k not in ("debug",)},
-        "final_train_accuracy": float(history["accuracy"][-1]),
-        "tflite": tflite, "wall_seconds": round(time.perf_counter() - started, 1),
+        "split": {"train": int(len(train_index)), "held_out": int(len(test_index))},
+        "groups": int(len(np.unique(groups))),
+        "faces": int(len(labels)), "skipped_files": len(dataset["skipped"]),
+        "folders": dict(zip(dataset["folders"], dataset["kinds"])),
+        "seed": args.seed, "recipe": {k: v for k, v in vars(args).items() if k != "debug"},
+        "tflite": tflite, "calibration": calibration,
     })
-    if calibration:
-        metrics["calibration"] = calibration
-    write_bytes(paths["metrics"], (json.dumps(metrics, indent=2) + "\n").encode())
-    print(f"[INFO] held-out accuracy {metrics['accuracy']:.4f}; wrote {model_path}, {paths['plot']}, "
-          f"{paths['metrics']} and {paths['reports']}/ in {metrics['wall_seconds']:.0f} s")
+    write_metrics(paths["metrics"], metrics, started)
+    print(f"[INFO] held-out accuracy {metrics['accuracy']:.4f} (balanced {metrics['balanced_accuracy']:.4f}); "
+          f"wrote {model_path}, {paths['plot']}, {paths['metrics']} and {paths['reports']}/ "
+          f"in {metrics['wall_seconds']:.0f} s")
     if args.weights == "none":
         print("[INFO] --weights none starts from random weights: a short run's accuracy is expected to be near "
               "chance (0.5); such a run checks the pipeline, not the model")
@@ -1228,18 +1071,6 @@ def train(args) -> int:
 LEGACY_SUFFIXES = (".h5", ".hdf5", ".model")  # HDF5 files saved by tf.keras 2.x (the 2020 tutorial's .model)
 # Output width of MobileNetV2's block_16_project for each alpha (to rebuild a legacy model's base).
 ALPHA_BY_CHANNELS = {112: 0.35, 160: 0.5, 240: 0.75, 320: 1.0, 416: 1.3, 448: 1.4}
-
-
-def build_2020_model(keras, alpha: float = 1.0, hidden: int = 128):
-    """The 2020 tutorial's classifier: MobileNetV2 base + pool/flatten/dense head, no weights."""
-    base = keras.applications.MobileNetV2(weights=None, include_top=False, alpha=alpha,
-                                          input_shape=(*IMAGE_SIZE, 3))
-    x = keras.layers.AveragePooling2D(pool_size=(7, 7))(base.output)
-    x = keras.layers.Flatten()(x)
-    x = keras.layers.Dense(hidden, activation="relu")(x)
-    x = keras.layers.Dropout(0.5)(x)
-    x = keras.layers.Dense(len(LABELS), activation="softmax")(x)
-    return keras.Model(base.input, x)
 
 
 def read_legacy_weights(path: Path) -> list:
@@ -1270,12 +1101,10 @@ def read_legacy_weights(path: Path) -> list:
 def load_legacy_model(path: Path):
     """Rebuild the 2020 architecture (alpha and head size read from the weights) and fill it from path."""
     saved = read_legacy_weights(path)
-    import keras
-
     dense = [arrays[0].shape for _, _, arrays in saved if arrays[0].ndim == 2]
     project = [arrays[0].shape[-1] for name, _, arrays in saved if name == "block_16_project"]
-    model = build_2020_model(keras, ALPHA_BY_CHANNELS.get(project[0] if project else 320, 1.0),
-                             dense[0][1] if len(dense) == 2 else 128)
+    model, _ = build_model(None, ALPHA_BY_CHANNELS.get(project[0] if project else 320, 1.0),
+                           dense[0][1] if len(dense) == 2 else DENSE_UNITS)
     layers = [layer for layer in model.layers if layer.weights]
     if len(layers) != len(saved):
         raise UsageError(f"{path}: {len(saved)} layers with weights, but the 2020 MobileNetV2 mask classifier "
@@ -1295,7 +1124,8 @@ def load_legacy_model(path: Path):
 def convert_legacy(args) -> int:
     """--convert: a legacy HDF5 model -> <stem>.keras and <stem>.tflite (float16, as training's default file)."""
     source = Path(args.convert)
-    keras_path, tflite_path = source.with_suffix(".keras"), source.with_suffix(".tflite")
+    keras_path = source.with_suffix(".keras")
+    tflite_path = source.with_suffix(".tflite")
     if source.suffix.lower() not in LEGACY_SUFFIXES:
         raise UsageError(f"--convert {source}: expected a legacy {'/'.join(LEGACY_SUFFIXES)} file")
     if not source.is_file():
@@ -1320,26 +1150,21 @@ def main(argv=None) -> int:
         if not args.evaluate:  # every other mode runs TensorFlow: load it quietly, once
             with quiet_native_stderr():
                 import keras  # noqa: F401
-        if args.evaluate:
-            return evaluate(args)
-        if args.export_only:
-            return export_only(args)
-        if args.convert:
-            return convert_legacy(args)
-        if args.recalibrate:
-            return recalibrate(args)
+        modes = {"evaluate": evaluate, "export_only": export_only, "convert": convert_legacy,
+                 "recalibrate": recalibrate}
+        for mode, run in modes.items():
+            if getattr(args, mode):
+                return run(args)
         return train(args)
-    except UsageError as error:
-        if args.debug:
-            traceback.print_exc()
-        print(f"error: {error}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         print("error: interrupted; no output was half-written", file=sys.stderr)
         return 130
-    except Exception as error:  # unexpected: one line unless --debug
+    except Exception as error:  # bad input (UsageError) or unexpected: one line unless --debug
         if args.debug:
             traceback.print_exc()
+        if isinstance(error, UsageError):
+            print(f"error: {error}", file=sys.stderr)
+            return 2
         text = (str(error).strip().splitlines() or [""])[-1]  # one line, as the detect scripts do
         print(f"error: {type(error).__name__}: {text} (rerun with --debug for the traceback)", file=sys.stderr)
         return 1
