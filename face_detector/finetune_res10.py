@@ -286,7 +286,7 @@ def read_voc_boxes(path):
     return np.asarray(boxes, np.float32).reshape(-1, 4)
 
 
-def list_samples(data_dir, limit=None):
+def list_samples(data_dir, limit=0):
     """[(image path, its VOC xml path)] of data_dir, sorted by name, the first limit of them."""
     images = sorted(Path(data_dir, "images").glob("*.jpg"))
     samples = [(image, Path(data_dir, "annotations", image.stem + ".xml")) for image in images]
@@ -571,12 +571,14 @@ def parse_args(argv=None):
     parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE, help="photos per step")
     parser.add_argument("--learning-rate", type=float, default=DEFAULT_LEARNING_RATE,
                         help="Adam's starting learning rate (cosine-decayed to 0)")
-    parser.add_argument("--limit", type=int, metavar="N", help="use only the first N photos (default: all)")
+    parser.add_argument("--limit", type=int, default=0, metavar="N", help="use only the first N photos; 0 = all")
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help="seed of the augmentation and Keras")
     args = parser.parse_args(argv)
-    for option in ("epochs", "batch_size", "limit"):
-        if getattr(args, option) is not None and getattr(args, option) < 1:
+    for option in ("epochs", "batch_size"):
+        if getattr(args, option) < 1:
             parser.error(f"--{option.replace('_', '-')} must be >= 1")
+    if args.limit < 0:
+        parser.error("--limit must be >= 0")
     if not args.learning_rate > 0:
         parser.error("--learning-rate must be > 0")
     if not Path(args.data, "images").is_dir():
@@ -588,12 +590,21 @@ def parse_args(argv=None):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    import keras
-    import tensorflow as tf
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    sys.stderr.flush()
+    saved_stderr = os.dup(2)
+    with open(os.devnull, "w") as devnull:
+        os.dup2(devnull.fileno(), 2)  # TensorFlow's C++ start-up lines (oneDNN, CUDA) write to fd 2 directly
+        try:
+            import keras
+            import tensorflow as tf
 
-    keras.utils.set_random_seed(args.seed)
-    tf.config.experimental.enable_op_determinism()
+            keras.utils.set_random_seed(args.seed)
+            tf.config.experimental.enable_op_determinism()
+            tf.constant(0.0)  # starts the CPU device, whose CUDA probe logs
+        finally:
+            os.dup2(saved_stderr, 2)
+            os.close(saved_stderr)
     try:
         prototxt, caffemodel = opencv_res10_files()
     except FileNotFoundError as error:
